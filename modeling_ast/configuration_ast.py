@@ -1,0 +1,123 @@
+"""Configuration of the Audio Spectrogram Transformer (AST, Gong, Chung & Glass, Interspeech 2021)."""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+
+class ASTConfig(PretrainedConfig):
+    r"""
+    Hyper-parameters of an Audio Spectrogram Transformer. The defaults are the paper's model: a DeiT-Base encoder over
+    16x16 patches of a 128-bin log-mel spectrogram, taken with stride 10 along both axes (overlapping patches), for
+    1024-frame (10.24 s) AudioSet inputs: a 12 x 101 patch grid.
+
+    Args:
+        hidden_size: width D of every token.
+        num_hidden_layers: number of pre-norm Transformer blocks.
+        num_attention_heads: heads per block; `hidden_size` must be a multiple of it.
+        intermediate_size: width of the MLP inside each block.
+        hidden_act: MLP activation (`"gelu"` is the exact erf GELU of the original model).
+        hidden_dropout_prob: dropout after the positional embedding, the attention projection and the MLP.
+        attention_probs_dropout_prob: dropout on attention probabilities.
+        initializer_range: std of the truncated-normal initialisation of linear layers and embeddings.
+        layer_norm_eps: epsilon of the LayerNorms inside the encoder (1e-6 in the original model).
+        head_layer_norm_eps: epsilon of the classifier head's LayerNorm (1e-5, PyTorch's default, in the original).
+        patch_size: side of the square spectrogram patches.
+        qkv_bias: whether the fused query/key/value projection has a bias.
+        frequency_stride: patch stride along the mel axis (10 = 6 bins of overlap).
+        time_stride: patch stride along the time axis.
+        max_length: number of frames the learned positional grid was built for (1024 for AudioSet, 128 for Speech
+            Commands). Inputs of any other length still run: see `ASTEmbeddings`.
+        num_mel_bins: mel bins of the input spectrogram.
+
+    The label maps (`id2label`, `label2id`, `num_labels`) and `problem_type` (`"single_label_classification"`,
+    `"multi_label_classification"` or `"regression"`) come from `PretrainedConfig`. `problem_type` chooses both the
+    training loss and the pipeline's output function (sigmoid for multi-label, softmax otherwise).
+    """
+
+    model_type = "ast"
+
+    # Every field is declared at class level as well as set in `__init__`: transformers >= 5.2x treats configs as
+    # dataclasses and only accepts `max_length` (also a generation-parameter name) on save when it is a declared
+    # field, while transformers 5.0 accepts it when `__init__` sets it.
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-6
+    head_layer_norm_eps: float = 1e-5
+    patch_size: int = 16
+    qkv_bias: bool = True
+    frequency_stride: int = 10
+    time_stride: int = 10
+    max_length: int = 1024
+    num_mel_bins: int = 128
+
+    def __init__(
+        self,
+        hidden_size: int = 768,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        intermediate_size: int = 3072,
+        hidden_act: str = "gelu",
+        hidden_dropout_prob: float = 0.0,
+        attention_probs_dropout_prob: float = 0.0,
+        initializer_range: float = 0.02,
+        layer_norm_eps: float = 1e-6,
+        head_layer_norm_eps: float = 1e-5,
+        patch_size: int = 16,
+        qkv_bias: bool = True,
+        frequency_stride: int = 10,
+        time_stride: int = 10,
+        max_length: int = 1024,
+        num_mel_bins: int = 128,
+        **kwargs,
+    ) -> None:
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self.head_layer_norm_eps = head_layer_norm_eps
+        self.patch_size = patch_size
+        self.qkv_bias = qkv_bias
+        self.frequency_stride = frequency_stride
+        self.time_stride = time_stride
+        self.max_length = max_length
+        self.num_mel_bins = num_mel_bins
+        super().__init__(**kwargs)
+        self._check_geometry()
+
+    def _check_geometry(self) -> None:
+        """Reject shapes that cannot form a patch grid, naming the offending field."""
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        for name in ("patch_size", "frequency_stride", "time_stride", "max_length", "num_mel_bins"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("num_mel_bins", "max_length"):
+            if getattr(self, name) < self.patch_size:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be at least patch_size ({self.patch_size})")
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """(frequency, time) patches of the positional grid, e.g. (12, 101) for 128 x 1024 with stride 10."""
+        return (
+            (self.num_mel_bins - self.patch_size) // self.frequency_stride + 1,
+            (self.max_length - self.patch_size) // self.time_stride + 1,
+        )
+
+
+__all__ = ["ASTConfig"]
