@@ -94,6 +94,8 @@ class ASTConfig(PretrainedConfig):
         self.max_length = max_length
         self.num_mel_bins = num_mel_bins
         super().__init__(**kwargs)
+        if self.id2label and not getattr(self, "label2id", None):
+            self.label2id = {label: index for index, label in self.id2label.items()}
         self._check_geometry()
 
     def _check_geometry(self) -> None:

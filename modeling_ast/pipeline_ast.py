@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import soundfile
 import torch
 from transformers.pipelines.audio_classification import AudioClassificationPipeline
 
@@ -29,8 +28,8 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
         if isinstance(inputs, str) and not inputs.startswith(("http://", "https://")):
             try:
                 inputs = load_audio(inputs, sampling_rate=target_rate)
-            except soundfile.LibsndfileError:
-                return super().preprocess(inputs)  # a format only ffmpeg decodes
+            except ValueError:
+                return super().preprocess(inputs)  # a format only ffmpeg decodes, or no file: ffmpeg says which
         if isinstance(inputs, (str, bytes)):
             return super().preprocess(inputs)
         waveform, sampling_rate = _waveform_and_rate(inputs, target_rate)

@@ -1,0 +1,175 @@
+"""Waveform helpers for AST: dtype conversion, band-limited resampling and file decoding.
+
+Everything here is plain PyTorch/NumPy (plus `soundfile` for decoding); torchaudio is never needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["check_sampling_rate", "load_audio", "resample", "to_float_waveform"]
+
+# Integer PCM formats and the offset/scale that maps them onto [-1, 1).
+_PCM_SCALES: dict[str, tuple[float, float]] = {
+    "int8": (0.0, 128.0),
+    "uint8": (128.0, 128.0),
+    "int16": (0.0, 32768.0),
+    "int32": (0.0, 2.0**31),
+}
+_TORCH_PCM_DTYPES: dict[torch.dtype, str] = {
+    torch.int8: "int8",
+    torch.uint8: "uint8",
+    torch.int16: "int16",
+    torch.int32: "int32",
+}
+
+# Windowed-sinc design of the resampler (the defaults of torchaudio.functional.resample).
+_LOWPASS_FILTER_WIDTH = 6
+_ROLLOFF = 0.99
+
+
+def check_sampling_rate(rate: object, name: str = "sampling_rate") -> int:
+    """Return `rate` as a Python int, or raise `ValueError` unless it is a positive whole number of Hz.
+
+    Integral floats such as `16000.0` are accepted; booleans, fractions and non-numbers are not.
+    """
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        raise ValueError(f"{name} must be a positive integer number of Hz, got {rate!r}")
+    if isinstance(rate, numbers.Integral):
+        value = int(rate)
+    elif float(rate).is_integer():
+        value = int(rate)
+    else:
+        raise ValueError(f"{name} must be a whole number of Hz, got {rate!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {rate!r}")
+    return value
+
+
+def to_float_waveform(x: np.ndarray | torch.Tensor | Sequence[float]) -> torch.Tensor:
+    """Convert audio samples of any shape to a float32 tensor (same shape; torch inputs keep their device).
+
+    Integer PCM is scaled into [-1, 1): int8 / 128, uint8 (x - 128) / 128, int16 / 32768, int32 / 2**31.
+    Floating-point input (float16/bfloat16/float32/float64) is only cast. Python lists are taken as sample values
+    (integers in a list are not treated as PCM). Other dtypes (bool, complex, int64, strings, objects) raise
+    `ValueError` naming the dtype.
+    """
+    if isinstance(x, torch.Tensor):
+        return _tensor_to_float(x)
+    if isinstance(x, np.ndarray):
+        return _array_to_float(x)
+    if isinstance(x, (list, tuple)):
+        try:
+            array = np.asarray(x)
+        except ValueError as err:  # ragged nesting
+            raise ValueError(f"audio samples must form a rectangular array: {err}") from err
+        if array.dtype.kind in "iu":
+            array = array.astype(np.float64)
+        return _array_to_float(array)
+    raise ValueError(f"audio must be a numpy array, a torch tensor or a list of floats, got {type(x).__name__}")
+
+
+def _array_to_float(array: np.ndarray) -> torch.Tensor:
+    """NumPy branch of `to_float_waveform`."""
+    if array.dtype.kind == "f":
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    if array.dtype.name in _PCM_SCALES:
+        offset, scale = _PCM_SCALES[array.dtype.name]
+        return torch.from_numpy(((array.astype(np.float64) - offset) / scale).astype(np.float32))
+    raise ValueError(_dtype_message(str(array.dtype)))
+
+
+def _tensor_to_float(tensor: torch.Tensor) -> torch.Tensor:
+    """Torch branch of `to_float_waveform`."""
+    if tensor.is_floating_point():
+        return tensor.to(torch.float32)
+    if tensor.dtype in _TORCH_PCM_DTYPES:
+        offset, scale = _PCM_SCALES[_TORCH_PCM_DTYPES[tensor.dtype]]
+        return ((tensor.to(torch.float64) - offset) / scale).to(torch.float32)
+    raise ValueError(_dtype_message(str(tensor.dtype)))
+
+
+def _dtype_message(dtype: str) -> str:
+    return (
+        f"unsupported audio dtype {dtype}: expected floating point samples or integer PCM "
+        "(int8, uint8, int16, int32)"
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _sinc_kernel(orig: int, new: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+    """Polyphase Hann-windowed sinc filters for resampling by `new / orig` (both already divided by their gcd).
+
+    Returns `(kernel, width)`: `kernel` has shape (new, 1, 2 * width + orig), one filter per output phase, and is
+    applied with stride `orig` to the input padded by `width` zeros on the left and `width + orig` on the right.
+    Output sample `j` of a block lies `j * orig / new` input samples after the block start; tap `n` reads the input
+    `n - width` samples after it. The filter cuts at `rolloff * min(orig, new) / 2` cycles per block and spans
+    `lowpass_filter_width` zero crossings on each side. Designed in float64, returned in `dtype` on `device`.
+    """
+    cutoff = _ROLLOFF * min(orig, new)  # cycles per block of `orig` input samples, times 2
+    width = math.ceil(_LOWPASS_FILTER_WIDTH * orig / cutoff)
+    taps = torch.arange(-width, width + orig, dtype=torch.float64) / orig  # input offsets, in blocks
+    phases = torch.arange(new, dtype=torch.float64)[:, None] / new  # output offsets, in blocks
+    x = ((taps - phases) * cutoff).clamp(-_LOWPASS_FILTER_WIDTH, _LOWPASS_FILTER_WIDTH)
+    window = torch.cos(x * (math.pi / (2 * _LOWPASS_FILTER_WIDTH))) ** 2
+    kernel = torch.special.sinc(x) * window * (cutoff / orig)
+    return kernel.unsqueeze(1).to(device=device, dtype=dtype), width
+
+
+def resample(waveform: torch.Tensor, orig_freq: int, new_freq: int) -> torch.Tensor:
+    """Band-limited resampling of `waveform` (..., time) from `orig_freq` to `new_freq` Hz.
+
+    Hann-windowed sinc interpolation with 6 zero crossings per side and a cutoff at 0.99 of the lower Nyquist
+    frequency, i.e. the formula of `torchaudio.functional.resample` with its defaults. The rates are reduced by their
+    gcd and the work is one strided convolution per call, batched over all leading dimensions, on the tensor's device
+    and in its (floating-point) dtype. Output shape: (..., ceil(new_freq * time / orig_freq)). Equal rates return the
+    input unchanged.
+    """
+    orig = check_sampling_rate(orig_freq, "orig_freq")
+    new = check_sampling_rate(new_freq, "new_freq")
+    if not isinstance(waveform, torch.Tensor) or not waveform.is_floating_point():
+        raise ValueError("resample expects a floating-point torch.Tensor; convert with to_float_waveform first")
+    if waveform.dim() == 0:
+        raise ValueError("resample expects a tensor with a time dimension, got a scalar")
+    if orig == new:
+        return waveform
+    gcd = math.gcd(orig, new)
+    orig, new = orig // gcd, new // gcd
+    kernel, width = _sinc_kernel(orig, new, waveform.device, waveform.dtype)
+
+    leading, length = waveform.shape[:-1], waveform.shape[-1]
+    flat = waveform.reshape(-1, 1, length)
+    padded = torch.nn.functional.pad(flat, (width, width + orig))
+    blocks = torch.nn.functional.conv1d(padded, kernel, stride=orig)  # (batch, new, blocks)
+    out = blocks.transpose(1, 2).reshape(flat.shape[0], -1)
+    out_length = -(-new * length // orig)
+    return out[:, :out_length].reshape(*leading, out_length)
+
+
+def load_audio(path: str | os.PathLike, sampling_rate: int | None = 16000) -> np.ndarray:
+    """Decode an audio file with `soundfile` into a float32 mono waveform of shape (samples,).
+
+    Multichannel files keep channel 0 only, as the original AST data loader does (Kaldi fbank's default channel).
+    With `sampling_rate` set, the audio is resampled to it with `resample`; with `None` the file's own rate is kept.
+    Raises `ValueError` naming the path when the file cannot be read or decoded.
+    """
+    import soundfile
+
+    target = None if sampling_rate is None else check_sampling_rate(sampling_rate)
+    try:
+        data, file_rate = soundfile.read(os.fspath(path), dtype="float32", always_2d=True)
+    except (RuntimeError, OSError, TypeError, ValueError) as err:
+        raise ValueError(f"could not read audio file {os.fspath(path)!r}: {err}") from err
+    if data.shape[0] == 0:
+        raise ValueError(f"audio file {os.fspath(path)!r} contains no samples")
+    waveform = torch.from_numpy(np.ascontiguousarray(data[:, 0]))
+    if target is not None and target != file_rate:
+        waveform = resample(waveform, file_rate, target)
+    return waveform.numpy()
