@@ -1,0 +1,75 @@
+"""Safe checkpoint reading and atomic output directories, shared by every converter."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+# Containers that training scripts commonly wrap a state dict in.
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a checkpoint of tensors without executing code from it.
+
+    `.safetensors` files are read with safetensors; anything else with `torch.load(weights_only=True)`, which refuses
+    pickled classes and functions. A dict nested under "state_dict", "model", "model_state_dict" or "module" is
+    unwrapped. Raises ValueError naming the file if it cannot be read or holds anything but tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path} is not a plain tensor checkpoint: refusing to unpickle it (weights_only=True said: {err})"
+        ) from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise ValueError(f"could not read checkpoint {path}: {err}") from err
+    while isinstance(loaded, dict) and len(loaded) == 1 and next(iter(loaded)) in _WRAPPER_KEYS:
+        loaded = next(iter(loaded.values()))
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path} holds a {type(loaded).__name__}, expected a dict of tensors (a state dict)")
+    not_tensors = sorted(key for key, value in loaded.items() if not isinstance(value, torch.Tensor))
+    if not_tensors:
+        raise ValueError(f"{path} holds non-tensor entries, so it is not a state dict: {not_tensors[:10]}")
+    return loaded
+
+
+@contextlib.contextmanager
+def atomic_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside `output_dir`; on success it replaces `output_dir` in one rename.
+
+    On any exception the temporary directory is removed and `output_dir` is left exactly as it was, so a failed
+    conversion never leaves half-written files. An existing non-empty `output_dir` is only replaced when `overwrite`.
+    """
+    target = Path(output_dir).resolve()
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"output path {target} exists and is not a directory")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise ValueError(f"output directory {target} is not empty; pass overwrite=True (--overwrite) to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    backup = None
+    if target.exists():
+        backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+        target.rename(backup)
+    staging.rename(target)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
