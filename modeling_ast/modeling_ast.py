@@ -14,6 +14,9 @@ columns for shorter inputs and linearly interpolated along time for longer ones 
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -184,6 +187,34 @@ class ASTPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["ASTEmbeddings", "ASTBlock"]
     _supports_sdpa = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, which also reads transformers' built-in AST checkpoints.
+
+        A directory or Hub repository whose config.json says model_type "audio-spectrogram-transformer" (such as the
+        MIT `ast-finetuned-*` models) is converted on the fly into a temporary directory in our format (see
+        `modeling_ast.conversion.transformers_ast`) and loaded from there with every other argument unchanged.
+        """
+        from .conversion.transformers_ast import (
+            convert_transformers_checkpoint,
+            hub_arguments,
+            is_transformers_ast,
+            read_config_dict,
+        )
+
+        hub_kwargs = hub_arguments(kwargs)
+        is_local_file = os.path.isfile(pretrained_model_name_or_path)
+        if is_local_file or not is_transformers_ast(read_config_dict(pretrained_model_name_or_path, **hub_kwargs)):
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        with tempfile.TemporaryDirectory() as converted:
+            convert_transformers_checkpoint(
+                pretrained_model_name_or_path, converted, overwrite=True, with_feature_extractor=False, **hub_kwargs
+            )
+            remaining = {key: value for key, value in kwargs.items() if key not in hub_kwargs}
+            model = super().from_pretrained(converted, *model_args, **remaining)
+        model.config._name_or_path = str(pretrained_model_name_or_path)
+        return model
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
