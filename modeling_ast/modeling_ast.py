@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
-from transformers.utils import logging
+from transformers.utils import ModelOutput, logging
 
 from .configuration_ast import ASTConfig
 
@@ -278,6 +279,22 @@ def _key_mask(clip_time: list[int], num_frequency: int, num_time: int, device: t
     return torch.cat([special, patches], dim=1)[:, None, None, :]
 
 
+@dataclass
+class ASTEmbeddingOutput(ModelOutput):
+    """Clip and patch embeddings, as returned by `ASTModel.embed`.
+
+    Args:
+        clip_embedding: (B, D) pooled ([CLS] + [DIST]) / 2 state after the final LayerNorm.
+        patch_embeddings: (B, f, t, D) final patch states on their (frequency, time) grid; patch (i, j) covers mel bins
+            [i * frequency_stride, i * frequency_stride + 16) and frames [j * time_stride, j * time_stride + 16).
+        patch_mask: (B, t) True for time columns made only of real frames (None when no attention mask was given).
+    """
+
+    clip_embedding: torch.Tensor | None = None
+    patch_embeddings: torch.Tensor | None = None
+    patch_mask: torch.Tensor | None = None
+
+
 class ASTModel(ASTPreTrainedModel):
     """The AST encoder: spectrogram -> token states and the pooled ([CLS] + [DIST]) / 2 clip embedding."""
 
@@ -290,6 +307,24 @@ class ASTModel(ASTPreTrainedModel):
 
     def get_input_embeddings(self) -> ASTPatchEmbed:
         return self.embeddings.patch_embed
+
+    def embed(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> ASTEmbeddingOutput:
+        """Clip embedding (B, D) and patch embeddings on their grid (B, f, t, D) for inputs of any length.
+
+        Same arguments as `forward`. With an attention mask, `patch_mask` marks each clip's real time columns.
+        """
+        output = self(input_values, attention_mask=attention_mask, return_dict=True)
+        num_time = (input_values.shape[1] - self.config.patch_size) // self.config.time_stride + 1
+        patches = output.last_hidden_state[:, 2:].unflatten(1, (self.embeddings.grid_frequency, num_time))
+        patch_mask = None
+        if attention_mask is not None:
+            clip_time = _clip_time_patches(attention_mask, self.config) or [num_time] * input_values.shape[0]
+            patch_mask = torch.arange(num_time, device=patches.device) < torch.tensor(
+                clip_time, device=patches.device
+            )[:, None]
+        return ASTEmbeddingOutput(
+            clip_embedding=output.pooler_output, patch_embeddings=patches, patch_mask=patch_mask
+        )
 
     def forward(
         self,
@@ -441,4 +476,4 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         )
 
 
-__all__ = ["ASTForAudioClassification", "ASTModel", "ASTPreTrainedModel"]
+__all__ = ["ASTEmbeddingOutput", "ASTForAudioClassification", "ASTModel", "ASTPreTrainedModel"]

@@ -344,3 +344,34 @@ def test_bad_input_is_named(inputs, mask, message):
     model = ASTForAudioClassification(tiny_config())
     with pytest.raises(ValueError, match=message):
         model(inputs, attention_mask=mask)
+
+
+# ---------------------------------------------------------------- embeddings and compilation
+
+
+def test_embed_returns_clip_and_gridded_patch_embeddings():
+    model = randomized(ASTModel(tiny_config(max_length=128)))
+    inputs = spectrogram(2, 200)
+    mask = torch.ones(2, 200, dtype=torch.long)
+    mask[1, 90:] = 0
+    with torch.no_grad():
+        embedded = model.embed(inputs, attention_mask=mask)
+        plain = model(inputs, attention_mask=mask)
+    assert embedded.clip_embedding.shape == (2, 32)
+    assert embedded.patch_embeddings.shape == (2, 12, 19, 32)  # f = 12, t = (200 - 16) // 10 + 1
+    torch.testing.assert_close(embedded.clip_embedding, plain.pooler_output, atol=0, rtol=0)
+    # token 2 + fi * t + ti is patch (fi, ti)
+    torch.testing.assert_close(embedded.patch_embeddings[:, 3, 7], plain.last_hidden_state[:, 2 + 3 * 19 + 7])
+    assert embedded.patch_mask[0].all() and embedded.patch_mask[1].sum() == (90 - 16) // 10 + 1
+    assert model.embed(spectrogram(1, 50)).patch_mask is None
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_forward_compiles_without_graph_breaks_at_fixed_and_varying_lengths(backend):
+    model = randomized(ASTForAudioClassification(tiny_config(max_length=128)))
+    compiled = torch.compile(model, fullgraph=True, dynamic=backend == "aot_eager", backend=backend)
+    lengths = [128, 64, 300] if backend == "aot_eager" else [128]
+    with torch.no_grad():
+        for frames in lengths:
+            inputs = spectrogram(2, frames, seed=frames)
+            torch.testing.assert_close(compiled(inputs).logits, model(inputs).logits, atol=1e-5, rtol=0)
