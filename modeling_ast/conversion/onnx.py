@@ -1,0 +1,73 @@
+"""ONNX export of `ASTForAudioClassification` with dynamic batch and time axes (needs `pip install ".[onnx]"`).
+
+The graph takes `input_values` (batch, frames, num_mel_bins) — the feature extractor's output, so feature extraction
+stays in Python or wherever the caller computes Kaldi fbanks — and returns `logits` (batch, num_labels). Frames may
+vary from patch_size (16, about 0.175 s) up to the model's `max_length` (1024 = 10.24 s for AudioSet models): in that
+range the positional grid is a prefix crop, a plain Slice in ONNX. Longer recordings are tagged in windows (see the
+pipeline's `chunk_length_s`), as the model was trained on windows of at most `max_length` frames.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..modeling_ast import ASTForAudioClassification
+
+
+class _LogitsOnly(torch.nn.Module):
+    """input_values (B, T, F) -> logits (B, num_labels), without the output dataclass."""
+
+    def __init__(self, model: ASTForAudioClassification) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        return self.model(input_values, return_dict=True).logits
+
+
+def export_onnx(
+    model: ASTForAudioClassification, output_path: str | os.PathLike, opset: int = 18, quantize_int8: bool = False
+) -> Path:
+    """Write `model` as an ONNX file; with `quantize_int8`, also `<name>.int8.onnx` (dynamic int8 weights).
+
+    Returns the path of the float model. The file is written to a temporary name and renamed, so a failed export
+    leaves nothing behind.
+    """
+    config = model.config
+    model = model.eval()
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(2, (config.patch_size + config.max_length) // 2, config.num_mel_bins)  # not at a bound
+    frames = torch.export.Dim("frames", min=config.patch_size, max=config.max_length)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    partial = output_path.with_name(output_path.name + ".partial")
+    try:
+        program = torch.onnx.export(
+            _LogitsOnly(model).eval(),
+            (example,),
+            input_names=["input_values"],
+            output_names=["logits"],
+            dynamic_shapes={"input_values": {0: batch, 1: frames}},
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+        program.save(str(partial))
+        partial.replace(output_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    if quantize_int8:
+        quantize_dynamic_int8(output_path, output_path.with_suffix(".int8.onnx"))
+    return output_path
+
+
+def quantize_dynamic_int8(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """onnxruntime's dynamic quantisation: int8 weights for MatMul/Gemm, activations quantised at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    return Path(target)

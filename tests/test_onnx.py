@@ -1,0 +1,65 @@
+"""ONNX export: onnxruntime reproduces PyTorch at 1 s, 5 s and 10 s inputs and several batch sizes."""
+
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+from modeling_ast.audio_utils import load_audio
+from modeling_ast.conversion.onnx import export_onnx
+
+CLI = Path(__file__).resolve().parents[1] / "convert" / "export_onnx.py"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    config = ASTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                       max_length=1024, num_labels=5)
+    torch.manual_seed(0)
+    model = ASTForAudioClassification(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx", quantize_int8=True)
+    return model, path
+
+
+@pytest.mark.parametrize("seconds, batch", [(1, 1), (5, 3), (10, 2)])
+def test_onnxruntime_matches_pytorch(exported, fsdd_dir, seconds, batch):
+    model, path = exported
+    speech = np.concatenate([load_audio(p) for p in sorted(fsdd_dir.glob("4_*_1*.wav"))[:40]])
+    clips = [speech[i * 16000 : (i + seconds) * 16000] for i in range(batch)]
+    features = ASTFeatureExtractor()(clips, sampling_rate=16000, padding="longest", return_tensors="pt")
+    assert features["input_values"].shape[1] == 1 + (seconds * 16000 - 400) // 160
+    with torch.no_grad():
+        expected = model(**features).logits.numpy()
+    session = onnxruntime.InferenceSession(str(path))
+    actual = session.run(None, {"input_values": features["input_values"].numpy()})[0]
+    np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=0)
+    quantized = onnxruntime.InferenceSession(str(path.with_suffix(".int8.onnx")))
+    approx = quantized.run(None, {"input_values": features["input_values"].numpy()})[0]
+    assert np.abs(approx - expected).max() < 0.1 * np.abs(expected).max()  # int8 weights: close, not equal
+
+
+def test_int8_model_is_smaller(exported):
+    _, path = exported
+    assert path.with_suffix(".int8.onnx").stat().st_size < 0.6 * path.stat().st_size
+
+
+def test_cli_exports_a_saved_model(tmp_path, monkeypatch):
+    model = ASTForAudioClassification(ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                                intermediate_size=64, max_length=128, num_labels=3)).eval()
+    model.save_pretrained(tmp_path / "model")
+    monkeypatch.setattr(sys, "argv", [str(CLI), str(tmp_path / "model"), str(tmp_path / "out" / "m.onnx")])
+    runpy.run_path(str(CLI), run_name="__main__")
+    session = onnxruntime.InferenceSession(str(tmp_path / "out" / "m.onnx"))
+    inputs = torch.randn(1, 60, 128)
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(None, {"input_values": inputs.numpy()})[0],
+                                   model(inputs).logits.numpy(), atol=1e-4, rtol=0)
+    assert not list((tmp_path / "out").glob("*.partial"))
