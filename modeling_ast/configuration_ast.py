@@ -29,6 +29,10 @@ class ASTConfig(PretrainedConfig):
         max_length: number of frames the learned positional grid was built for (1024 for AudioSet, 128 for Speech
             Commands). Inputs of any other length still run: see `ASTEmbeddings`.
         num_mel_bins: mel bins of the input spectrogram.
+        patchout_time: training only (PaSST's structured patchout): whole time columns of patches dropped at random
+            each training step, the same columns for the whole batch. Inference is unchanged.
+        patchout_frequency: training only: whole frequency rows of patches dropped at random each step.
+        patchout_random: training only: fraction of the remaining patches dropped uniformly at random each step.
 
     The label maps (`id2label`, `label2id`, `num_labels`) and `problem_type` (`"single_label_classification"`,
     `"multi_label_classification"` or `"regression"`) come from `PretrainedConfig`. `problem_type` chooses both the
@@ -56,6 +60,9 @@ class ASTConfig(PretrainedConfig):
     time_stride: int = 10
     max_length: int = 1024
     num_mel_bins: int = 128
+    patchout_time: int = 0
+    patchout_frequency: int = 0
+    patchout_random: float = 0.0
 
     def __init__(
         self,
@@ -75,6 +82,9 @@ class ASTConfig(PretrainedConfig):
         time_stride: int = 10,
         max_length: int = 1024,
         num_mel_bins: int = 128,
+        patchout_time: int = 0,
+        patchout_frequency: int = 0,
+        patchout_random: float = 0.0,
         **kwargs,
     ) -> None:
         self.hidden_size = hidden_size
@@ -93,6 +103,9 @@ class ASTConfig(PretrainedConfig):
         self.time_stride = time_stride
         self.max_length = max_length
         self.num_mel_bins = num_mel_bins
+        self.patchout_time = patchout_time
+        self.patchout_frequency = patchout_frequency
+        self.patchout_random = patchout_random
         super().__init__(**kwargs)
         if self.id2label and not getattr(self, "label2id", None):
             self.label2id = {label: index for index, label in self.id2label.items()}
@@ -109,6 +122,12 @@ class ASTConfig(PretrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("patchout_time", "patchout_frequency"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer (patches dropped per step), got {value!r}")
+        if not 0 <= self.patchout_random < 1:
+            raise ValueError(f"patchout_random is a fraction of patches in [0, 1), got {self.patchout_random!r}")
         for name in ("num_mel_bins", "max_length"):
             if getattr(self, name) < self.patch_size:
                 raise ValueError(f"{name} ({getattr(self, name)}) must be at least patch_size ({self.patch_size})")

@@ -107,6 +107,49 @@ class ASTEmbeddings(nn.Module):
         return self.dropout(embeddings), num_time
 
 
+class ASTPatchout(nn.Module):
+    """Patchout (Koutini et al., PaSST): drop patch tokens during training only, for speed and regularisation.
+
+    Each training step drops `config.patchout_time` random time columns and `config.patchout_frequency` random
+    frequency rows of the patch grid (the same ones for the whole batch, so the batch stays rectangular), then a
+    `config.patchout_random` fraction of the remaining patches. [CLS] and [DIST] are always kept, and at least one
+    patch. Positional embeddings were added before, so kept patches keep their positions. Identity in eval mode.
+    """
+
+    def __init__(self, config: ASTConfig) -> None:
+        super().__init__()
+        self.drop_time = config.patchout_time
+        self.drop_frequency = config.patchout_frequency
+        self.drop_fraction = config.patchout_random
+
+    @property
+    def active(self) -> bool:
+        return self.training and bool(self.drop_time or self.drop_frequency or self.drop_fraction)
+
+    def forward(
+        self, tokens: torch.Tensor, key_mask: torch.Tensor | None, num_frequency: int, num_time: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """tokens (B, 2 + f * t, D) and key mask (B, 1, 1, 2 + f * t) -> the same for the kept patches only."""
+        if not self.active:
+            return tokens, key_mask
+        special, patches = tokens[:, :2], tokens[:, 2:].unflatten(1, (num_frequency, num_time))  # (B, f, t, D)
+        keep_frequency = _random_subset(num_frequency, num_frequency - self.drop_frequency, tokens.device)
+        keep_time = _random_subset(num_time, num_time - self.drop_time, tokens.device)
+        patches = patches[:, keep_frequency][:, :, keep_time].flatten(1, 2)
+        kept = _random_subset(patches.shape[1], round(patches.shape[1] * (1 - self.drop_fraction)), tokens.device)
+        tokens = torch.cat([special, patches[:, kept]], dim=1)
+        if key_mask is not None:
+            patch_mask = key_mask[:, 0, 0, 2:].unflatten(1, (num_frequency, num_time))
+            patch_mask = patch_mask[:, keep_frequency][:, :, keep_time].flatten(1)[:, kept]
+            key_mask = torch.cat([key_mask[:, 0, 0, :2], patch_mask], dim=1)[:, None, None, :]
+        return tokens, key_mask
+
+
+def _random_subset(size: int, keep: int, device: torch.device) -> torch.Tensor:
+    """Sorted indices of `keep` (at least 1) of `size` positions, drawn from torch's global RNG."""
+    return torch.randperm(size, device=device)[: max(keep, 1)].sort().values
+
+
 class ASTAttention(nn.Module):
     """Multi-head self-attention with a fused qkv projection (rows ordered q, k, v as in the original checkpoints)."""
 
@@ -301,6 +344,7 @@ class ASTModel(ASTPreTrainedModel):
     def __init__(self, config: ASTConfig) -> None:
         super().__init__(config)
         self.embeddings = ASTEmbeddings(config)
+        self.patchout = ASTPatchout(config)
         self.blocks = nn.ModuleList([ASTBlock(config) for _ in range(config.num_hidden_layers)])
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
@@ -346,7 +390,8 @@ class ASTModel(ASTPreTrainedModel):
             output_hidden_states: return the embeddings and the output of every block, (B, N, D) each.
 
         Returns:
-            `BaseModelOutputWithPooling` with `last_hidden_state` (B, N, D) after the final LayerNorm and
+            `BaseModelOutputWithPooling` with `last_hidden_state` (B, N, D) after the final LayerNorm (fewer tokens
+            in training mode with patchout) and
             `pooler_output` (B, D) = mean of the [CLS] and [DIST] states.
         """
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
@@ -366,6 +411,7 @@ class ASTModel(ASTPreTrainedModel):
         key_mask = None
         if clip_time is not None:
             key_mask = _key_mask(clip_time, self.embeddings.grid_frequency, num_time, hidden_states.device)
+        hidden_states, key_mask = self.patchout(hidden_states, key_mask, self.embeddings.grid_frequency, num_time)
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None

@@ -375,3 +375,55 @@ def test_forward_compiles_without_graph_breaks_at_fixed_and_varying_lengths(back
         for frames in lengths:
             inputs = spectrogram(2, frames, seed=frames)
             torch.testing.assert_close(compiled(inputs).logits, model(inputs).logits, atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------- patchout
+
+
+def test_patchout_drops_patches_in_training_only():
+    config = tiny_config(max_length=128, patchout_time=5, patchout_frequency=4, patchout_random=0.25)
+    model = randomized(ASTModel(config))
+    reference = randomized(ASTModel(tiny_config(max_length=128)))
+    inputs = spectrogram(2, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(model(inputs).last_hidden_state, reference(inputs).last_hidden_state)
+    model.train()
+    torch.manual_seed(0)
+    tokens = model(inputs).last_hidden_state
+    assert tokens.shape == (2, 2 + round((12 - 4) * (12 - 5) * 0.75), 32)
+    torch.manual_seed(0)
+    torch.testing.assert_close(model(inputs).last_hidden_state, tokens)  # reproducible under a seed
+
+
+def test_patchout_keeps_positions_of_the_kept_patches():
+    # Frequency patchout only, no dropout: the kept rows must equal those rows of the full forward in block 0's
+    # input, i.e. embeddings are selected after positions are added.
+    model = randomized(ASTModel(tiny_config(max_length=128, patchout_frequency=11)))
+    inputs = spectrogram(1, 128)
+    with torch.no_grad():
+        full = model(inputs, output_hidden_states=True).hidden_states[0]
+        model.train()
+        torch.manual_seed(3)
+        kept = model(inputs, output_hidden_states=True).hidden_states[0]
+    assert kept.shape == (1, 2 + 12, 32)
+    rows = full[0, 2:].unflatten(0, (12, 12))
+    assert any(torch.equal(kept[0, 2:], rows[row]) for row in range(12))
+    torch.testing.assert_close(kept[0, :2], full[0, :2])
+
+
+def test_patchout_trains_with_padding_masks():
+    model = randomized(ASTForAudioClassification(
+        tiny_config(max_length=128, patchout_time=3, problem_type="single_label_classification")
+    )).train()
+    mask = torch.ones(2, 128)
+    mask[1, 50:] = 0
+    loss = model(spectrogram(2, 128), attention_mask=mask, labels=torch.tensor([1, 2])).loss
+    loss.backward()
+    assert torch.isfinite(loss) and model.ast.embeddings.pos_embed.grad.abs().sum() > 0
+
+
+def test_patchout_settings_are_validated():
+    with pytest.raises(ValueError, match="patchout_random is a fraction"):
+        tiny_config(patchout_random=1.0)
+    with pytest.raises(ValueError, match="patchout_time must be a non-negative integer"):
+        tiny_config(patchout_time=-1)
