@@ -427,3 +427,20 @@ def test_patchout_settings_are_validated():
         tiny_config(patchout_random=1.0)
     with pytest.raises(ValueError, match="patchout_time must be a non-negative integer"):
         tiny_config(patchout_time=-1)
+
+
+# ---------------------------------------------------------------- reduced precision
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_inference_follows_float32(dtype):
+    model = randomized(ASTForAudioClassification(tiny_config(max_length=128)), std=0.1)
+    half = randomized(ASTForAudioClassification(tiny_config(max_length=128)), std=0.1).to(dtype)
+    inputs = spectrogram(2, 200)
+    mask = torch.ones(2, 200)
+    mask[0, 120:] = 0
+    with torch.no_grad():
+        expected = model(inputs, attention_mask=mask).logits
+        actual = half(inputs.to(dtype), attention_mask=mask).logits
+    assert actual.dtype == dtype
+    torch.testing.assert_close(actual.float(), expected, atol=0.05, rtol=0.05)

@@ -147,3 +147,14 @@ def test_bad_pipeline_inputs_are_named(classifier):
 def test_importing_the_package_twice_keeps_one_registration():
     modeling_ast.registration.register()
     assert transformers.AutoConfig.for_model("ast").__class__ is ASTConfig
+
+
+def test_bfloat16_pipeline_follows_float32(classifier, multi_label_dir, fsdd_dir):
+    half = transformers.pipeline("audio-classification", model=str(multi_label_dir), dtype=torch.bfloat16)
+    assert half.model.dtype == torch.bfloat16
+    path = str(fsdd_dir / "6_theo_3.wav")
+    torch.testing.assert_close(as_vector(half(path, top_k=10)), as_vector(classifier(path, top_k=10)),
+                               atol=0.03, rtol=0)
+    long_half = half(path, chunk_length_s=0.5, stride_length_s=0.1, top_k=10)
+    long_full = classifier(path, chunk_length_s=0.5, stride_length_s=0.1, top_k=10)
+    torch.testing.assert_close(as_vector(long_half), as_vector(long_full), atol=0.03, rtol=0)
