@@ -61,6 +61,9 @@ def atomic_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) ->
         raise ValueError(f"output directory {target} is not empty; pass overwrite=True (--overwrite) to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); the result is an ordinary directory
     try:
         yield staging
     except BaseException:

@@ -1,0 +1,236 @@
+"""Benchmark suite: every figure is a ratio against a reference measured in the same run on the same machine.
+
+    python benchmarks/run.py                    # everything, CPU, 2 threads; writes benchmarks/results.md
+    python benchmarks/run.py --only features inference
+
+Sections (references in brackets):
+  features   32 clips x 10 s fbank [transformers' ASTFeatureExtractor; torchaudio kaldi.fbank loop when importable]
+  inference  base model at 1 s, 5 s, 10 s and a mixed 1-10 s batch [transformers' ASTForAudioClassification, same
+             weights, which pads everything to 1024 frames]
+  training   base-model training step at 1024 frames with patchout [the same step without patchout]
+  memory     peak RSS tagging a 1-hour recording with the pipeline's streamed windows [the same recording loaded and
+             featurised whole]
+  roofline   achieved GFLOP/s of the 10 s forward [this machine's fp32 matmul GFLOP/s]
+Targets: features >= 15x the built-in and >= 1.5x torchaudio; 1 s inference >= 8x, 10 s >= 0.95x the built-in;
+patchout training step >= 2.5x; roofline fraction >= 0.85.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+
+from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+from modeling_ast.checkpoint_layouts import from_transformers_ast
+
+Row = tuple[str, str, float, str, float, str]  # case, reference, reference value, ours, our value, ratio text
+
+
+def median_seconds(function: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        function()
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        timings.append(time.perf_counter() - start)
+    return statistics.median(timings)
+
+
+def speech_like(count: int, seconds: float, seed: int = 0) -> list[np.ndarray]:
+    """Harmonic 'voice' plus noise under a slow envelope, peak 0.9: deterministic test signals."""
+    rng = np.random.default_rng(seed)
+    samples = int(seconds * 16000)
+    t = np.arange(samples) / 16000
+    clips = []
+    for _ in range(count):
+        pitch = rng.uniform(100, 300)
+        voiced = sum(np.sin(2 * np.pi * pitch * k * t) / k for k in range(1, 6))
+        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(1, 4) * t)
+        signal = envelope * (0.3 * voiced + 0.1 * rng.standard_normal(samples))
+        clips.append((0.9 * signal / np.abs(signal).max()).astype(np.float32))
+    return clips
+
+
+def speed_row(case: str, reference: str, reference_s: float, ours_s: float) -> Row:
+    return case, reference, reference_s, "modeling_ast", ours_s, f"{reference_s / ours_s:.2f}x faster"
+
+
+# ---------------------------------------------------------------- sections
+
+
+def bench_features(repeats: int) -> list[Row]:
+    waveforms = speech_like(32, 10.0)
+    ours = ASTFeatureExtractor()
+    builtin = transformers.ASTFeatureExtractor()
+    ours_s = median_seconds(lambda: ours(waveforms, sampling_rate=16000, return_tensors="pt"), repeats)
+    builtin_s = median_seconds(lambda: builtin(waveforms, sampling_rate=16000, return_tensors="pt"), repeats)
+    rows = [speed_row("features, 32 x 10 s", "transformers ASTFeatureExtractor", builtin_s, ours_s)]
+    try:
+        import torchaudio.compliance.kaldi as kaldi
+    except (ImportError, OSError):
+        print("torchaudio is not importable: no kaldi.fbank reference in this run")
+        return rows
+    tensors = [torch.from_numpy(w)[None] for w in waveforms]
+
+    def torchaudio_loop() -> None:
+        for waveform in tensors:
+            kaldi.fbank(waveform, htk_compat=True, sample_frequency=16000, use_energy=False, window_type="hanning",
+                        num_mel_bins=128, dither=0.0, frame_shift=10)
+
+    rows.append(speed_row("features, 32 x 10 s", "torchaudio kaldi.fbank loop", median_seconds(torchaudio_loop, repeats),
+                          ours_s))
+    return rows
+
+
+def twin_models() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The base (ViT-B, 527 labels) built-in AST with random weights, and ours carrying the same weights."""
+    torch.manual_seed(0)
+    builtin = transformers.ASTForAudioClassification(transformers.ASTConfig(num_labels=527, layer_norm_eps=1e-6))
+    ours = ASTForAudioClassification(ASTConfig(num_labels=527, head_layer_norm_eps=1e-6))
+    ours.load_state_dict(from_transformers_ast(builtin.state_dict())[0])
+    return builtin.eval(), ours.eval()
+
+
+def bench_inference(repeats: int) -> list[Row]:
+    builtin, ours = twin_models()
+    builtin_extractor, our_extractor = transformers.ASTFeatureExtractor(), ASTFeatureExtractor()
+    cases = [("1 s", [1.0] * 8), ("5 s", [5.0] * 4), ("10 s", [10.0] * 2), ("mixed 1-10 s", [1, 2, 3.5, 6, 10])]
+    rows = []
+    for name, durations in cases:
+        clips = [speech_like(1, seconds, seed=i)[0] for i, seconds in enumerate(durations)]
+        builtin_inputs = builtin_extractor(clips, sampling_rate=16000, return_tensors="pt")
+        our_inputs = our_extractor(clips, sampling_rate=16000, padding="longest", return_attention_mask=True,
+                                   return_tensors="pt")
+        with torch.inference_mode():
+            builtin_s = median_seconds(lambda: builtin(**builtin_inputs), repeats)
+            ours_s = median_seconds(lambda: ours(**our_inputs), repeats)
+        rows.append(speed_row(f"inference, base model, {len(clips)} x {name} (padding='longest')",
+                              "transformers AST (pads to 1024 frames)", builtin_s, ours_s))
+    return rows
+
+
+def bench_training(repeats: int) -> list[Row]:
+    inputs = torch.randn(4, 1024, 128)
+    labels = torch.randint(0, 2, (4, 527)).float()
+    timings = {}
+    for name, patchout in [("none", {}), ("patchout", {"patchout_time": 50, "patchout_frequency": 4})]:
+        torch.manual_seed(0)
+        model = ASTForAudioClassification(ASTConfig(num_labels=527, problem_type="multi_label_classification",
+                                                    **patchout)).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+
+        def step() -> None:
+            optimizer.zero_grad()
+            model(inputs, labels=labels).loss.backward()
+            optimizer.step()
+
+        timings[name] = median_seconds(step, repeats)
+    return [("training step, base model, 4 x 1024 frames", "no patchout", timings["none"],
+             "patchout 50 time columns + 4 frequency rows", timings["patchout"],
+             f"{timings['none'] / timings['patchout']:.2f}x faster")]
+
+
+_MEMORY_CHILD = r"""
+import resource, sys, numpy as np, soundfile, transformers, modeling_ast
+mode, path, model_dir = sys.argv[1:]
+clf = transformers.pipeline("audio-classification", model=model_dir)
+if mode == "streamed":
+    clf(path, chunk_length_s=10.0, window_batch_size=8)
+else:
+    waveform = modeling_ast.audio_utils.load_audio(path)
+    windows = [waveform[i:i + 160000] for i in range(0, len(waveform) - 160000 + 1, 160000)]
+    features = clf.feature_extractor(windows, sampling_rate=16000, return_tensors="pt")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def bench_memory(hours: float = 1.0) -> list[Row]:
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work) / "long.wav"
+        rng = np.random.default_rng(0)
+        with __import__("soundfile").SoundFile(path, "w", samplerate=16000, channels=1, subtype="PCM_16") as handle:
+            for _ in range(int(hours * 60)):  # one minute at a time
+                handle.write((0.1 * rng.standard_normal(16000 * 60)).astype(np.float32))
+        model_dir = Path(work) / "model"
+        ASTForAudioClassification(ASTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                            intermediate_size=128, num_labels=10)).save_pretrained(model_dir)
+        ASTFeatureExtractor().save_pretrained(model_dir)
+        peaks = {}
+        for mode in ("streamed", "whole"):
+            result = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, mode, str(path), str(model_dir)],
+                                    check=True, capture_output=True, text=True)
+            peaks[mode] = int(result.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+        size_mb = path.stat().st_size / 2**20
+    return [(f"peak RSS (MiB), tagging {hours:g} h ({size_mb:.0f} MiB wav) in 10 s windows",
+             "load + featurise whole", peaks["whole"], "pipeline chunk_length_s=10 (streamed)", peaks["streamed"],
+             f"{peaks['whole'] / peaks['streamed']:.2f}x less memory")]
+
+
+def bench_roofline(repeats: int) -> list[Row]:
+    size = 2048
+    a, b = torch.randn(size, size), torch.randn(size, 3 * size)
+    matmul_gflops = 2 * size * size * 3 * size / median_seconds(lambda: a @ b, repeats) / 1e9
+    _, model = twin_models()
+    inputs = ASTFeatureExtractor()(speech_like(1, 10.0), sampling_rate=16000, padding="longest", return_tensors="pt")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            model(**inputs)
+        seconds = median_seconds(lambda: model(**inputs), repeats)
+    achieved = counter.get_total_flops() / seconds / 1e9
+    return [("10 s forward, base model (GFLOP/s)", "fp32 matmul 2048x2048x6144", matmul_gflops, "AST forward",
+             achieved, f"{achieved / matmul_gflops:.2f} of the roofline")]
+
+
+SECTIONS = {
+    "features": lambda args: bench_features(args.repeats),
+    "inference": lambda args: bench_inference(args.repeats),
+    "training": lambda args: bench_training(args.repeats),
+    "memory": lambda args: bench_memory(args.hours),
+    "roofline": lambda args: bench_roofline(args.repeats),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), default=list(SECTIONS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--hours", type=float, default=1.0, help="length of the recording in the memory section")
+    parser.add_argument("--output", type=Path, default=Path(__file__).with_name("results.md"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the memory section's child processes
+
+    rows: list[Row] = []
+    for name in args.only:
+        print(f"running {name} ...", flush=True)
+        rows += SECTIONS[name](args)
+    header = (f"{os.uname().machine}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+              f"transformers {transformers.__version__}; times are medians of {args.repeats} runs (s)")
+    lines = [header, "", "| case | reference | value | ours | value | result |", "|---|---|---|---|---|---|"]
+    lines += [f"| {case} | {ref} | {ref_value:.3f} | {ours} | {value:.3f} | {ratio} |"
+              for case, ref, ref_value, ours, value, ratio in rows]
+    table = "\n".join(lines)
+    print(table)
+    args.output.write_text(table + "\n")
+    args.output.with_suffix(".json").write_text(json.dumps({"header": header, "rows": rows}, indent=1))
+    print(f"written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
