@@ -14,9 +14,11 @@ columns for shorter inputs and linearly interpolated along time for longer ones 
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -239,20 +241,21 @@ class ASTPreTrainedModel(PreTrainedModel):
         A directory or Hub repository whose config.json says model_type "audio-spectrogram-transformer" (such as the
         MIT `ast-finetuned-*` models) is converted on the fly into a temporary directory in our format (see
         `modeling_ast.conversion.transformers_ast`) and loaded from there with every other argument unchanged.
+        Exported as Hub remote code (`modeling_ast.remote_code`) this file runs without the `conversion` subpackage
+        and loads checkpoints in our format only.
         """
-        from .conversion.transformers_ast import (
-            convert_transformers_checkpoint,
-            hub_arguments,
-            is_transformers_ast,
-            read_config_dict,
-        )
-
-        hub_kwargs = hub_arguments(kwargs)
+        conversion = _checkpoint_conversion()
+        if conversion is None:  # running as Hub remote code, without the conversion subpackage
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        hub_kwargs = conversion.hub_arguments(kwargs)
         is_local_file = os.path.isfile(pretrained_model_name_or_path)
-        if is_local_file or not is_transformers_ast(read_config_dict(pretrained_model_name_or_path, **hub_kwargs)):
+        config_dict = (
+            None if is_local_file else conversion.read_config_dict(pretrained_model_name_or_path, **hub_kwargs)
+        )
+        if not conversion.is_transformers_ast(config_dict):
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         with tempfile.TemporaryDirectory() as converted:
-            convert_transformers_checkpoint(
+            conversion.convert_transformers_checkpoint(
                 pretrained_model_name_or_path, converted, overwrite=True, with_feature_extractor=False, **hub_kwargs
             )
             remaining = {key: value for key, value in kwargs.items() if key not in hub_kwargs}
@@ -274,6 +277,20 @@ class ASTPreTrainedModel(PreTrainedModel):
         elif isinstance(module, ASTEmbeddings):
             for parameter in (module.cls_token, module.dist_token, module.pos_embed):
                 init.trunc_normal_(parameter, std=std)
+
+
+def _checkpoint_conversion() -> ModuleType | None:
+    """This package's `conversion.transformers_ast`, or None where this file runs as Hub remote code, without it.
+
+    Imported by name, not with a `from .conversion... import` statement: transformers' remote-code export follows
+    every such line, even inside a function, and cannot ship a subpackage (it would look for `conversion.xxx.py`).
+    """
+    try:
+        return importlib.import_module(".conversion.transformers_ast", __package__)
+    except ModuleNotFoundError as err:
+        if err.name in (f"{__package__}.conversion", f"{__package__}.conversion.transformers_ast"):
+            return None
+        raise
 
 
 def _check_input_values(input_values: torch.Tensor, config: ASTConfig) -> None:

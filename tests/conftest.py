@@ -14,3 +14,15 @@ def fsdd_dir() -> Path:
     if not FSDD_DIR.is_dir():
         pytest.fail(f"FSDD recordings not found at {FSDD_DIR}; CI and developers have ../shared beside the repo")
     return FSDD_DIR
+
+
+@pytest.fixture(scope="module")
+def loopback_hub(tmp_path_factory):
+    """A `LoopbackHub` (tests/hub_server.py) on 127.0.0.1, shared by the tests of a module, with this process's
+    huggingface_hub and transformers pointed at it and a fresh HF_HOME; `hub.client_env(hf_home)` gives the
+    environment for client subprocesses. The server stops, and environment and constants are restored, at teardown."""
+    from hub_server import LoopbackHub, point_client_at  # tests/ is on sys.path: pytest's default "prepend" import mode
+
+    with LoopbackHub(tmp_path_factory.mktemp("hub-storage")) as hub, pytest.MonkeyPatch.context() as monkeypatch:
+        point_client_at(hub, tmp_path_factory.mktemp("hf-home"), monkeypatch)
+        yield hub
