@@ -467,8 +467,9 @@ class ASTClassifierHead(nn.Module):
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: ASTConfig) -> torch.Tensor:
     """The loss `config.problem_type` names, inferred as transformers does when unset (and stored in the config).
 
-    logits (B, num_labels); labels (B,) class indices for single-label, (B, num_labels) targets in [0, 1] for
-    multi-label (soft targets from mixup are fine), (B,) or (B, num_labels) values for regression.
+    logits (B, num_labels); labels (B,) class indices or (B, num_labels) class probabilities (soft targets, e.g. from
+    mixup) for single-label, (B, num_labels) targets in [0, 1] for multi-label, (B,) or (B, num_labels) values for
+    regression.
     """
     if config.problem_type is None:
         if config.num_labels == 1:
@@ -480,10 +481,11 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: ASTC
     if config.problem_type == "regression":
         return F.mse_loss(logits.squeeze(-1) if config.num_labels == 1 else logits, labels.to(logits.dtype))
     if config.problem_type == "single_label_classification":
-        if labels.dim() != 1 or labels.dtype.is_floating_point:
+        soft_targets = labels.dtype.is_floating_point and labels.shape == logits.shape
+        if not soft_targets and (labels.dim() != 1 or labels.dtype.is_floating_point):
             raise ValueError(
-                f"single-label classification needs (batch,) integer class indices, got {tuple(labels.shape)} "
-                f"{labels.dtype} labels"
+                f"single-label classification needs (batch,) integer class indices or (batch, num_labels) class "
+                f"probabilities (e.g. from mixup), got {tuple(labels.shape)} {labels.dtype} labels"
             )
         return F.cross_entropy(logits, labels)
     if labels.shape != logits.shape:

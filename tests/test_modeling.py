@@ -283,6 +283,11 @@ def test_losses_follow_problem_type():
     expected = -output.logits.log_softmax(-1)[torch.arange(3), labels].mean()
     torch.testing.assert_close(output.loss, expected)
 
+    soft = torch.tensor([[0.7, 0.3, 0, 0, 0], [0, 0, 1.0, 0, 0], [0.5, 0, 0, 0, 0.5]])  # mixup-style targets
+    with torch.no_grad():
+        output = single(inputs, labels=soft)
+    torch.testing.assert_close(output.loss, -(soft * output.logits.log_softmax(-1)).sum(-1).mean())
+
     regression = randomized(ASTForAudioClassification(tiny_config(num_labels=1)))
     values = torch.tensor([0.5, -1.0, 2.0])
     with torch.no_grad():
@@ -294,7 +299,9 @@ def test_losses_follow_problem_type():
 def test_bad_labels_are_named():
     single = randomized(ASTForAudioClassification(tiny_config(problem_type="single_label_classification")))
     with pytest.raises(ValueError, match="integer class indices"):
-        single(spectrogram(2, 64), labels=torch.rand(2, 5))
+        single(spectrogram(2, 64), labels=torch.rand(2))
+    with pytest.raises(ValueError, match="integer class indices"):
+        single(spectrogram(2, 64), labels=torch.rand(2, 3))
     multi = randomized(ASTForAudioClassification(tiny_config(problem_type="multi_label_classification")))
     with pytest.raises(ValueError, match=r"\(batch, num_labels=5\) targets"):
         multi(spectrogram(2, 64), labels=torch.rand(2, 3))
