@@ -3,14 +3,16 @@
 The features are those of the original AST pipeline,
 `torchaudio.compliance.kaldi.fbank(w, htk_compat=True, sample_frequency=16000, use_energy=False,
 window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)`, padded with zeros in log-mel space (or
-truncated) to a fixed number of frames and normalised as `(fbank - mean) / (2 * std)`.
+truncated) to a fixed number of frames and normalised as `(fbank - mean) / (2 * std)`. (The original data loader also
+subtracts each clip's mean first; Kaldi's per-frame DC removal cancels that up to float rounding, so, like
+transformers' built-in extractor, this one does not.)
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +33,10 @@ _FRAME_SHIFT_MS = 10
 _PREEMPHASIS = 0.97
 _LOW_FREQ_HZ = 20.0
 _LOG_FLOOR = torch.finfo(torch.float32).eps
-# On CPU, frames are processed in chunks of about this many so the intermediates stay in cache.
-_CPU_CHUNK_FRAMES = 2048
+# Frames per group of clips: on CPU small enough for the intermediates to stay in cache, elsewhere large (the
+# scratch buffers take about 8 kB per frame at 16 kHz, so 65536 frames is about 0.5 GB).
+_CPU_CHUNK_FRAMES = 1024
+_DEVICE_CHUNK_FRAMES = 65536
 
 _PADDING_STRATEGIES = ("max_length", "longest", "do_not_pad")
 
@@ -67,8 +71,8 @@ def kaldi_mel_banks(num_mel_bins: int, n_fft: int, sampling_rate: int) -> torch.
 
     Mel scale 1127 ln(1 + f / 700); triangles equally spaced in mel, evaluated at the FFT bin centres. The Nyquist
     bin gets weight zero, as in Kaldi. The arithmetic is float32 in Kaldi's order on purpose: the narrowest low
-    filters catch a single FFT bin near their edge, and their weight (hence the log-mel value) is only reproduced to
-    1e-4 when it is rounded the way Kaldi and torchaudio round it. Filters that cover no FFT bin are all zero.
+    filters catch a single FFT bin near their edge, and a float64 design moves such a weight (hence a log-mel value)
+    by up to ~1e-4 after normalisation relative to Kaldi/torchaudio. Filters that cover no FFT bin are all zero.
     """
     if num_mel_bins < 1:
         raise ValueError(f"num_mel_bins must be positive, got {num_mel_bins}")
@@ -91,65 +95,164 @@ def _hz_to_mel(hz: float) -> float:
     return 1127.0 * math.log(1.0 + hz / 700.0)
 
 
+@dataclass(frozen=True)
+class _MelBand:
+    """Consecutive mel filters `[first, last)` and the FFT bins `[low, high)` they cover, with their weights."""
+
+    first: int
+    last: int
+    low: int
+    high: int
+    weights: torch.Tensor  # (high - low, last - first)
+
+
+# The mel projection is done in this many bands of filters: the weight matrix is banded (each FFT bin feeds at most
+# two filters), so four block products do a quarter of the dense product's work.
+_MEL_BANDS = 4
+
+
 @functools.lru_cache(maxsize=16)
-def _fbank_constants(sampling_rate: int, num_mel_bins: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(symmetric Hann window (frame size,), mel matrix (n_fft // 2 + 1, num_mel_bins)), float32 on `device`."""
+def _fbank_constants(
+    sampling_rate: int, num_mel_bins: int, device: torch.device
+) -> tuple[torch.Tensor, tuple[_MelBand, ...]]:
+    """Symmetric Hann window (frame size,) and the mel filters split into bands, float32 on `device`."""
     spec = FrameSpec.for_rate(sampling_rate)
     window = torch.hann_window(spec.size, periodic=False, dtype=torch.float32)
     mel = kaldi_mel_banks(num_mel_bins, spec.n_fft, sampling_rate)
-    return window.to(device), mel.to(device)
+    bands = []
+    for filters in torch.arange(num_mel_bins).tensor_split(min(_MEL_BANDS, num_mel_bins)):
+        first, last = int(filters[0]), int(filters[-1]) + 1
+        used = mel[:, first:last].sum(dim=1).nonzero()
+        low, high = (int(used.min()), int(used.max()) + 1) if len(used) else (0, 1)
+        bands.append(_MelBand(first, last, low, high, mel[low:high, first:last].to(device)))
+    return window.to(device), tuple(bands)
 
 
 def kaldi_fbank(waveforms: torch.Tensor, sampling_rate: int = 16000, num_mel_bins: int = 128) -> torch.Tensor:
     """Kaldi log-mel filter banks of a batch of waveforms, as AST computes them, on the input's device.
 
-    `waveforms`: (batch, samples) float32, at least one frame long. Returns (batch, frames, num_mel_bins) float32
-    with frames = num_frames(samples). Per frame (25 ms, hop 10 ms, edges snipped): remove the frame's mean,
+    `waveforms`: (batch, samples) floating point, at least one frame long. Returns (batch, frames, num_mel_bins)
+    float32 with frames = num_frames(samples). Per frame (25 ms, hop 10 ms, edges snipped): remove the frame's mean,
     pre-emphasise with 0.97 (first sample replicated), apply a symmetric Hann window, zero-pad to the FFT size, take
     the power spectrum, project on the Kaldi mel filters and take the log with a float32-epsilon floor. No dithering,
-    no energy column. Differentiable; the whole batch is computed at once (in cache-sized chunks on CPU).
-    """
-    return torch.cat([chunk for _, chunk in _log_mel_chunks(waveforms, sampling_rate, num_mel_bins)])
-
-
-def _log_mel_chunks(
-    waveforms: torch.Tensor, sampling_rate: int, num_mel_bins: int
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield `(first clip index, kaldi_fbank of the clips from there)` over consecutive groups of clips.
-
-    On CPU a group holds about `_CPU_CHUNK_FRAMES` frames, which keeps the intermediates in cache and is about twice
-    as fast as one pass over a large batch; on other devices the batch is a single group.
+    no energy column. The batch is computed in groups of clips (cache-sized on CPU); not differentiable.
     """
     if waveforms.dim() != 2 or not waveforms.is_floating_point():
         raise ValueError(f"expected a float (batch, samples) tensor, got {waveforms.dtype} {tuple(waveforms.shape)}")
     frames = num_frames(waveforms.shape[-1], sampling_rate)
     if frames == 0:
         raise ValueError(f"{waveforms.shape[-1]} samples are fewer than one frame at {sampling_rate} Hz")
-    spec = FrameSpec.for_rate(sampling_rate)
-    window, mel = _fbank_constants(sampling_rate, num_mel_bins, waveforms.device)
-    waveforms = waveforms.to(torch.float32)
-    step = max(1, _CPU_CHUNK_FRAMES // frames) if waveforms.device.type == "cpu" else waveforms.shape[0]
-    for start in range(0, waveforms.shape[0], step):
-        yield start, _log_mel(waveforms[start : start + step], spec, window, mel)
+    out = torch.empty(waveforms.shape[0], frames, num_mel_bins, device=waveforms.device)
+    _log_mel_into(out, waveforms.unbind(0), sampling_rate)
+    return out
 
 
-def _log_mel(waveforms: torch.Tensor, spec: FrameSpec, window: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
-    """`kaldi_fbank` for one group of clips: (batch, samples) -> (batch, frames, mel bins).
+def _log_mel_into(
+    out: torch.Tensor,
+    clips: Sequence[torch.Tensor],
+    sampling_rate: int,
+    normalization: tuple[float, float] | None = None,
+) -> None:
+    """Write the Kaldi log-mel features of the first `out.shape[1]` frames of each clip into `out`.
 
-    The steps run in Kaldi's order with Kaldi's float32 roundings (centre, then pre-emphasise, then window) because
-    the lowest FFT bins come out of a cancellation and would otherwise drift by more than 1e-4 in log-mel.
+    `out`: (len(clips), frames, mel bins) float32, on the device the work runs on. `clips`: 1-D float tensors, each at
+    least one frame long; clips shorter than `frames` leave garbage rows for the caller to overwrite. With
+    `normalization = (shift, scale)` the values written are (fbank - shift) / scale.
+
+    Clips go through in groups, all through one set of scratch buffers: on CPU a group holds about
+    `_CPU_CHUNK_FRAMES` frames, which keeps the intermediates in cache (about twice as fast as one pass over a large
+    batch), and reusing the buffers avoids fresh, page-faulting allocations for every group. On other devices groups
+    are large (`_DEVICE_CHUNK_FRAMES`), so a typical batch is a single group.
     """
-    frames = waveforms.unfold(-1, spec.size, spec.shift)  # (batch, frames, size), a view
-    padded = waveforms.new_empty(*frames.shape[:-1], spec.n_fft)
-    padded[..., spec.size :] = 0.0
+    spec = FrameSpec.for_rate(sampling_rate)
+    frames = out.shape[1]
+    window, bands = _fbank_constants(sampling_rate, out.shape[-1], out.device)
+    chunk_frames = _CPU_CHUNK_FRAMES if out.device.type == "cpu" else _DEVICE_CHUNK_FRAMES
+    step = max(1, chunk_frames // frames)
+    scratch = _Scratch.allocate(min(step, len(clips)), frames, spec, out.shape[-1], out)
+    for start in range(0, len(clips), step):
+        group = clips[start : start + step]
+        log_mel = _log_mel(_group_waveforms(group, scratch.waveforms), spec, window, bands, scratch)
+        target = out[start : start + len(group)]
+        if normalization is None:
+            target.copy_(log_mel)
+        else:
+            shift, scale = normalization
+            torch.sub(log_mel, shift, out=target).div_(scale)
+
+
+def _group_waveforms(group: Sequence[torch.Tensor], buffer: torch.Tensor) -> torch.Tensor:
+    """The first `buffer.shape[1]` samples of each clip of `group` as a (len(group), samples) float32 tensor.
+
+    A single clip that is long enough and already float32 on the buffer's device is used in place; otherwise the
+    clips are copied into `buffer`, zero-padded at the end.
+    """
+    needed = buffer.shape[1]
+    first = group[0]
+    if len(group) == 1 and first.shape[0] >= needed and first.dtype == buffer.dtype and first.device == buffer.device:
+        return first[None, :needed]
+    waveforms = buffer[: len(group)]
+    for row, clip in zip(waveforms, group):
+        head = clip[:needed]
+        row[: head.shape[0]] = head
+        row[head.shape[0] :] = 0.0
+    return waveforms
+
+
+@dataclass(frozen=True)
+class _Scratch:
+    """Buffers for one group of up to `clips` clips of `frames` frames; `_log_mel` uses their leading rows."""
+
+    waveforms: torch.Tensor  # (clips, samples of `frames` frames)
+    padded: torch.Tensor  # (clips, frames, n_fft): windowed frames; the zero tail is written once
+    emphasis: torch.Tensor  # (clips, frames, size - 1): 0.97 x[n - 1]
+    spectrum: torch.Tensor  # (clips, frames, n_fft // 2 + 1) complex64
+    power: torch.Tensor  # (clips, frames, n_fft // 2 + 1)
+    energies: torch.Tensor  # (clips, frames, num_mel_bins)
+
+    @classmethod
+    def allocate(
+        cls, clips: int, frames: int, spec: FrameSpec, num_mel_bins: int, like: torch.Tensor
+    ) -> _Scratch:
+        bins = spec.n_fft // 2 + 1
+        padded = like.new_empty(clips, frames, spec.n_fft)
+        padded[..., spec.size :] = 0.0
+        return cls(
+            waveforms=like.new_empty(clips, (frames - 1) * spec.shift + spec.size),
+            padded=padded,
+            emphasis=like.new_empty(clips, frames, spec.size - 1),
+            spectrum=like.new_empty(clips, frames, bins, dtype=torch.complex64),
+            power=like.new_empty(clips, frames, bins),
+            energies=like.new_empty(clips, frames, num_mel_bins),
+        )
+
+
+def _log_mel(
+    waveforms: torch.Tensor, spec: FrameSpec, window: torch.Tensor, bands: tuple[_MelBand, ...], scratch: _Scratch
+) -> torch.Tensor:
+    """`kaldi_fbank` for one group of clips: (clips, samples) -> (clips, frames, mel bins), a view into `scratch`.
+
+    The steps before the FFT run in Kaldi's order with Kaldi's float32 roundings (centre, then pre-emphasise, then
+    window) because the lowest FFT bins come out of a cancellation and would otherwise drift by more than 1e-4 in
+    log-mel.
+    """
+    clips = waveforms.shape[0]
+    framed = waveforms.unfold(-1, spec.size, spec.shift)  # (clips, frames, size), a view
+    padded = scratch.padded[:clips]
     body = padded[..., : spec.size]
-    torch.sub(frames, frames.mean(dim=-1, keepdim=True), out=body)
+    torch.sub(framed, framed.mean(dim=-1, keepdim=True), out=body)
     # Pre-emphasis x[n] - 0.97 x[n - 1]; sample 0 keeps its centred value, which only meets the window's exact 0.
-    body[..., 1:] -= body[..., :-1] * _PREEMPHASIS
+    emphasis = torch.mul(body[..., :-1], _PREEMPHASIS, out=scratch.emphasis[:clips])
+    body[..., 1:] -= emphasis
     body *= window
-    spectrum = torch.fft.rfft(padded)  # (batch, frames, n_fft // 2 + 1)
-    power = spectrum.real.square().addcmul_(spectrum.imag, spectrum.imag)
-    return torch.matmul(power, mel).clamp_min_(_LOG_FLOOR).log_()
+    spectrum = torch.fft.rfft(padded, out=scratch.spectrum[:clips])
+    parts = torch.view_as_real(spectrum).square_()  # (clips, frames, bins, 2): squared real and imaginary parts
+    power = torch.add(parts[..., 0], parts[..., 1], out=scratch.power[:clips])
+    energies = scratch.energies[:clips]
+    power_rows, energy_rows = power.view(-1, power.shape[-1]), energies.view(-1, energies.shape[-1])
+    for band in bands:  # each block product writes straight into its columns (BLAS leading dimension)
+        torch.mm(power_rows[:, band.low : band.high], band.weights, out=energy_rows[:, band.first : band.last])
+    return energies.clamp_min_(_LOG_FLOOR).log_()
 
 
 class ASTFeatureExtractor(SequenceFeatureExtractor):
@@ -251,16 +354,16 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         rate = self._input_rate(sampling_rate)
         tensor_type = _tensor_type(return_tensors)
 
-        waveforms, lengths = _as_batch(raw_speech)
+        clips = _as_clips(raw_speech)
         if rate != self.sampling_rate:
-            waveforms = resample(waveforms, rate, self.sampling_rate)
-            lengths = [-(-self.sampling_rate * n // rate) for n in lengths]
+            clips = [resample(clip, rate, self.sampling_rate) for clip in clips]
+        lengths = [clip.shape[0] for clip in clips]
         spec = FrameSpec.for_rate(self.sampling_rate)
         _check_lengths(lengths, spec.size, resampled_from=None if rate == self.sampling_rate else rate)
 
         frames = [num_frames(n, self.sampling_rate) for n in lengths]
         target = _target_frames(strategy, frames, limit, truncation)
-        features, mask = self._padded_features(waveforms, frames, target)
+        features, mask = self._padded_features(clips, frames, target)
 
         data: dict[str, Any] = {"input_values": features}
         if self.return_attention_mask if return_attention_mask is None else return_attention_mask:
@@ -278,30 +381,31 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         return check_sampling_rate(sampling_rate)
 
     def _padded_features(
-        self, waveforms: torch.Tensor, frames: list[int], target: int
+        self, clips: list[torch.Tensor], frames: list[int], target: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised features (batch, target, F) and the boolean real-frame mask (batch, target).
+        """Normalised features (batch, target, F) and the boolean real-frame mask (batch, target), on the first clip's
+        device.
 
         Only the frames that survive truncation are computed; frames past each clip's end (including those computed
-        from the zeros that pad shorter clips of the batch) are set to the normalised padding value.
+        from the zeros that pad shorter clips of a group) are set to the normalised padding value.
         """
-        spec = FrameSpec.for_rate(self.sampling_rate)
+        device = clips[0].device
         computed = min(max(frames), target)
-        needed = (computed - 1) * spec.shift + spec.size
-        features = waveforms.new_empty(waveforms.shape[0], target, self.num_mel_bins)
-        for start, chunk in _log_mel_chunks(waveforms[:, :needed], self.sampling_rate, self.num_mel_bins):
-            features[start : start + chunk.shape[0], :computed] = self._normalize_(chunk)
-        fill = self._normalize_(torch.tensor(float(self.padding_value))).item()
+        features = torch.empty(len(clips), target, self.num_mel_bins, device=device)
+        normalization = (self.mean, self.std * 2) if self.do_normalize else None
+        _log_mel_into(features[:, :computed], clips, self.sampling_rate, normalization)
+        fill = self._padding_fill()
         for row, count in zip(features, frames):
             row[count:] = fill
-        mask = torch.arange(target, device=features.device) < torch.tensor(frames, device=features.device)[:, None]
+        mask = torch.arange(target, device=device) < torch.tensor(frames, device=device)[:, None]
         return features, mask
 
-    def _normalize_(self, fbank: torch.Tensor) -> torch.Tensor:
-        """In place: (fbank - mean) / (2 * std) when `do_normalize`, else `fbank` unchanged."""
+    def _padding_fill(self) -> float:
+        """`padding_value` as it appears in the output: normalised like the features (in float32) if `do_normalize`."""
+        value = torch.tensor(float(self.padding_value))
         if self.do_normalize:
-            fbank.sub_(self.mean).div_(self.std * 2)
-        return fbank
+            value = (value - self.mean) / (self.std * 2)
+        return value.item()
 
 
 def _padding_strategy(padding: bool | str) -> str:
@@ -324,34 +428,31 @@ def _tensor_type(return_tensors: str | TensorType | None) -> str | None:
     return value
 
 
-def _as_batch(raw_speech: RawSpeech) -> tuple[torch.Tensor, list[int]]:
-    """Validate any accepted input and return it as a zero-padded (batch, max samples) float32 tensor + lengths.
+def _as_clips(raw_speech: RawSpeech) -> list[torch.Tensor]:
+    """Validate any accepted input and split it into 1-D float32 clips (rows of a 2-D input are views).
 
-    Errors name the offending clip. Torch inputs stay on their device (a list follows its first clip's device).
+    Errors name the offending clip. Torch inputs stay on their device.
     """
     if isinstance(raw_speech, (np.ndarray, torch.Tensor)) and raw_speech.ndim == 2:
         batch = _validated(raw_speech, "raw_speech")
         if batch.numel() == 0:
             raise ValueError(f"raw_speech has shape {tuple(batch.shape)}: no clips or empty clips")
-        lengths = [batch.shape[1]] * batch.shape[0]
+        clips = list(batch.unbind(0))
     else:
         clips = [_validated_clip(clip, index) for index, clip in enumerate(_clip_list(raw_speech))]
-        lengths = [clip.shape[0] for clip in clips]
-        batch = clips[0].new_zeros(len(clips), max(lengths))
-        for row, clip in zip(batch, clips):
-            row[: clip.shape[0]] = clip.to(batch.device)
-    _check_finite(batch)
-    return batch.contiguous(), lengths
+    _check_finite(clips)
+    return clips
 
 
-def _check_finite(batch: torch.Tensor) -> None:
-    """Raise naming the first clip (row of `batch`) with a NaN or infinite sample."""
-    # A row sum is finite unless a sample is not (or the sum overflows): a cheap test before the exact one.
-    if bool(torch.isfinite(batch.sum(dim=1, dtype=torch.float64)).all()):
+def _check_finite(clips: list[torch.Tensor]) -> None:
+    """Raise naming the first clip with a NaN or infinite sample."""
+    # A clip's sum is finite unless a sample is not (or the sum overflows): one cheap test before the exact ones.
+    sums = torch.stack([clip.sum().to(clips[0].device) for clip in clips])
+    if bool(torch.isfinite(sums).all()):
         return
-    finite = torch.isfinite(batch).all(dim=1)
-    if not bool(finite.all()):
-        raise ValueError(f"clip {int((~finite).nonzero()[0, 0])} contains NaN or infinite samples")
+    for index, clip in enumerate(clips):
+        if not bool(torch.isfinite(clip).all()):
+            raise ValueError(f"clip {index} contains NaN or infinite samples")
 
 
 def _clip_list(raw_speech: RawSpeech) -> list[Any]:
