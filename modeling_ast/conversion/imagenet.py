@@ -36,7 +36,6 @@ what the source computed.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import re
@@ -45,7 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from transformers.utils import logging
 
@@ -53,7 +51,7 @@ from ..checkpoint_layouts import from_transformers_ast
 from ..configuration_ast import ASTConfig
 from ..feature_extraction_ast import ASTFeatureExtractor
 from ..modeling_ast import ASTForAudioClassification, ASTModel
-from .io import atomic_output_dir, load_state_dict
+from .io import atomic_output_dir, load_checkpoint_dir, load_state_dict
 from .positional import adapt_grid, grid_from_tokens, tokens_from_grid
 
 logger = logging.get_logger(__name__)
@@ -61,7 +59,6 @@ logger = logging.get_logger(__name__)
 __all__ = [
     "ImageNetEncoder",
     "ast_from_imagenet",
-    "load_checkpoint_dir",
     "parse_imagenet_encoder",
     "save_ast_from_imagenet",
     "save_model_dir",
@@ -130,33 +127,6 @@ class ImageNetEncoder:
 
 
 # --------------------------------------------------------------------------------------------------------- reading
-
-
-def load_checkpoint_dir(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read a transformers-style checkpoint directory: (state dict, config.json as a dict).
-
-    Weights come from `model.safetensors`, a sharded `model.safetensors.index.json`, or `pytorch_model.bin`
-    (read with `weights_only=True`).
-    """
-    directory = Path(path)
-    config_file = directory / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{directory} has no config.json; expected a saved model directory")
-    config = json.loads(config_file.read_text())
-    if (directory / "model.safetensors").is_file():
-        return load_file(directory / "model.safetensors"), config
-    index_file = directory / "model.safetensors.index.json"
-    if index_file.is_file():
-        shards = sorted(set(json.loads(index_file.read_text())["weight_map"].values()))
-        state_dict: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state_dict.update(load_file(directory / shard))
-        return state_dict, config
-    if (directory / "pytorch_model.bin").is_file():
-        return load_state_dict(directory / "pytorch_model.bin"), config
-    raise FileNotFoundError(
-        f"{directory} has no model.safetensors, model.safetensors.index.json or pytorch_model.bin"
-    )
 
 
 def read_imagenet_checkpoint(source: CheckpointSource) -> tuple[dict[str, torch.Tensor], dict | None]:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
+from transformers.utils import cached_file
 
+# Weight files of a transformers-style checkpoint, in order of preference.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 # Containers that training scripts commonly wrap a state dict in.
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
@@ -76,3 +81,33 @@ def atomic_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) ->
     staging.rename(target)
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def read_config_dict(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> dict[str, Any] | None:
+    """config.json of a local directory or Hub repository as a dict, or None if there is none."""
+    path = cached_file(name_or_path, "config.json", _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+    return None if path is None else json.loads(Path(path).read_text())
+
+
+def read_checkpoint_weights(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> dict[str, torch.Tensor]:
+    """All tensors of a transformers-style checkpoint (directory or Hub id; single file or sharded, safetensors
+    preferred), read without unpickling code. `hub_kwargs` (revision, token, ...) go to `cached_file`."""
+    for filename in WEIGHT_FILES:
+        path = cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+        if path is None:
+            continue
+        if not filename.endswith(".index.json"):
+            return load_state_dict(path)
+        state_dict: dict[str, torch.Tensor] = {}
+        for shard in sorted(set(json.loads(Path(path).read_text())["weight_map"].values())):
+            state_dict.update(load_state_dict(cached_file(name_or_path, shard, **hub_kwargs)))
+        return state_dict
+    raise FileNotFoundError(f"{name_or_path} has none of the weight files {WEIGHT_FILES}")
+
+
+def load_checkpoint_dir(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, config.json as a dict) of a saved model directory or Hub id."""
+    config = read_config_dict(path)
+    if config is None:
+        raise FileNotFoundError(f"{path} has no config.json; expected a saved model directory")
+    return read_checkpoint_weights(path), config

@@ -43,7 +43,8 @@ from transformers.utils import logging
 from ..checkpoint_layouts import from_transformers_ast
 from ..configuration_ast import ASTConfig
 from ..modeling_ast import ASTForAudioClassification, ASTModel
-from .imagenet import AUDIOSET_MEAN, AUDIOSET_STD, build_model, load_checkpoint_dir, load_encoder, save_model_dir
+from .imagenet import AUDIOSET_MEAN, AUDIOSET_STD, build_model, load_encoder, save_model_dir
+from .io import load_checkpoint_dir
 from .positional import adapt_grid, grid_from_tokens, resample_axis_at, tokens_from_grid
 
 logger = logging.get_logger(__name__)

@@ -8,7 +8,6 @@ transformers loads with `AutoModelForAudioClassification`, with identical logits
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -16,12 +15,12 @@ from typing import Any
 
 import torch
 import transformers
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers.utils import cached_file
 
 from ..checkpoint_layouts import from_transformers_ast, to_transformers_ast
 from ..configuration_ast import ASTConfig
-from .io import atomic_output_dir, load_state_dict
+from .io import atomic_output_dir, read_checkpoint_weights, read_config_dict
 
 logger = logging.getLogger(__name__)
 
@@ -33,21 +32,12 @@ _SHARED_FIELDS = (
     "architectures",
 )
 _HUB_ARGUMENTS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 AUDIOSET_LABELS = 527
 
 
 def hub_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The `from_pretrained` keyword arguments that address files (revision, cache, token, ...)."""
     return {key: kwargs[key] for key in _HUB_ARGUMENTS if key in kwargs}
-
-
-def read_config_dict(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> dict[str, Any] | None:
-    """config.json of a local directory or Hub repository as a dict, or None if there is none."""
-    path = cached_file(
-        name_or_path, "config.json", _raise_exceptions_for_missing_entries=False, **hub_kwargs
-    )
-    return None if path is None else json.loads(Path(path).read_text())
 
 
 def is_transformers_ast(config_dict: dict[str, Any] | None) -> bool:
@@ -70,27 +60,6 @@ def config_from_transformers(config_dict: dict[str, Any]) -> ASTConfig:
     return config
 
 
-def read_weights(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint (single file or sharded, safetensors preferred), read without unpickling code."""
-    for filename in _WEIGHT_FILES:
-        path = cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
-        if path is None:
-            continue
-        if not filename.endswith(".index.json"):
-            return read_weights_file(path)
-        shards = sorted(set(json.loads(Path(path).read_text())["weight_map"].values()))
-        state_dict: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state_dict.update(read_weights_file(cached_file(name_or_path, shard, **hub_kwargs)))
-        return state_dict
-    raise FileNotFoundError(f"{name_or_path} has none of the weight files {_WEIGHT_FILES}")
-
-
-def read_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """One weights file: safetensors, or a torch pickle read with weights_only=True."""
-    return load_file(path) if str(path).endswith(".safetensors") else load_state_dict(path)
-
-
 def convert_transformers_checkpoint(
     name_or_path: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -109,7 +78,7 @@ def convert_transformers_checkpoint(
         found = None if config_dict is None else config_dict.get("model_type")
         raise ValueError(f"{name_or_path} is not a transformers AST checkpoint (model_type {found!r})")
     config = config_from_transformers(config_dict)
-    state_dict, unknown = from_transformers_ast(read_weights(name_or_path, **hub_kwargs))
+    state_dict, unknown = from_transformers_ast(read_checkpoint_weights(name_or_path, **hub_kwargs))
     if unknown:
         raise ValueError(f"{name_or_path}: keys that are not part of transformers' AST layout: {unknown}")
     with atomic_output_dir(output_dir, overwrite=overwrite) as staging:

@@ -33,7 +33,7 @@ from torch import nn
 from transformers import PreTrainedModel, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging
 
-from ..conversion.imagenet import load_checkpoint_dir
+from ..conversion.io import load_checkpoint_dir
 from ..conversion.io import atomic_output_dir
 from .metrics import MULTI_LABEL
 
