@@ -314,7 +314,9 @@ def _check_input_values(input_values: torch.Tensor, config: ASTConfig) -> None:
 def _clip_time_patches(attention_mask: torch.Tensor, config: ASTConfig) -> list[int] | None:
     """Real time patches of each clip from a (B, T) frame mask of right-padded clips; None when nothing is padded.
 
-    A patch is real when all its frames are; each clip must have at least one real patch.
+    A patch is real when all its frames are. A clip shorter than one patch (under about 175 ms) keeps its first
+    patch, completed by the padding frames that follow it, as the fixed-length AST sees such a clip; a clip with no
+    real frame at all is an error.
     """
     mask = attention_mask.bool()
     if bool(mask.all()):
@@ -322,13 +324,10 @@ def _clip_time_patches(attention_mask: torch.Tensor, config: ASTConfig) -> list[
     if bool((mask[:, 1:] & ~mask[:, :-1]).any()):
         raise ValueError("attention_mask must mark real frames first and padding after them (right padding)")
     frames = mask.sum(dim=1).tolist()
-    too_short = [index for index, count in enumerate(frames) if count < config.patch_size]
-    if too_short:
-        raise ValueError(
-            f"clips {too_short} have fewer real frames than patch_size={config.patch_size}; "
-            f"real frames per clip: {frames}"
-        )
-    return [(count - config.patch_size) // config.time_stride + 1 for count in frames]
+    empty = [index for index, count in enumerate(frames) if count == 0]
+    if empty:
+        raise ValueError(f"clips {empty} have no real frame in attention_mask")
+    return [max(1, (count - config.patch_size) // config.time_stride + 1) for count in frames]
 
 
 def _key_mask(clip_time: list[int], num_frequency: int, num_time: int, device: torch.device) -> torch.Tensor:

@@ -1,0 +1,309 @@
+"""examples/run_audio_classification.py and examples/synthetic_sounds.py: short real training runs (synthetic data and
+FSDD files), the saved model reloaded in the pipeline, and the input validation of the script."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import transformers
+
+from modeling_ast import ASTForAudioClassification
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
+
+# A tiny model and a handful of steps: these runs check the plumbing, not the learning.
+TINY_RUN = [
+    "--hidden_size", "32",
+    "--num_hidden_layers", "1",
+    "--num_attention_heads", "2",
+    "--intermediate_size", "64",
+    "--max_length", "128",
+    "--max_steps", "4",
+    "--per_device_train_batch_size", "8",
+    "--disable_tqdm", "true",
+]  # fmt: skip
+
+FSDD_DIGITS = ("0", "1", "2", "3")
+FSDD_SPEAKER = "jackson"
+
+
+@pytest.fixture(scope="module")
+def examples():
+    """The two example modules, imported from examples/ (the script imports its sibling by plain name)."""
+    sys.path.insert(0, str(EXAMPLES_DIR))
+    try:
+        yield importlib.import_module("run_audio_classification"), importlib.import_module("synthetic_sounds")
+    finally:
+        sys.path.remove(str(EXAMPLES_DIR))
+
+
+@pytest.fixture(scope="module")
+def script(examples):
+    return examples[0]
+
+
+@pytest.fixture(scope="module")
+def synthetic(examples):
+    return examples[1]
+
+
+def write_wav(path: Path, seconds: float = 0.5, sampling_rate: int = 16000) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    samples = np.random.default_rng(0).normal(0, 0.1, int(seconds * sampling_rate)).astype(np.float32)
+    soundfile.write(path, samples, sampling_rate)
+    return path
+
+
+def write_manifest(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        writer.writerows(rows)
+    return path
+
+
+def accuracy_by_hand(model_dir: Path, clips: list, script) -> float:
+    """Accuracy of the saved model on `clips`, one clip at a time through the saved feature extractor."""
+    model = transformers.AutoModelForAudioClassification.from_pretrained(model_dir).eval()
+    feature_extractor = transformers.AutoFeatureExtractor.from_pretrained(model_dir)
+    correct = 0
+    for clip in clips:
+        waveform = script.pad_to_length(script.load_audio(clip.path), script.min_clip_samples(model.config.patch_size))
+        features = feature_extractor(waveform, sampling_rate=16000, return_tensors="pt")
+        with torch.no_grad():
+            predicted = model(**features).logits.argmax(-1).item()
+        correct += model.config.id2label[predicted] == clip.label
+    return correct / len(clips)
+
+
+# --- synthetic dataset -------------------------------------------------------------------------------------------
+
+
+def test_synthetic_dataset_is_deterministic(synthetic, tmp_path):
+    first = synthetic.generate_dataset(tmp_path / "a", train_per_class=2, test_per_class=1, seed=3)
+    second = synthetic.generate_dataset(tmp_path / "b", train_per_class=2, test_per_class=1, seed=3)
+    synthetic.generate_dataset(tmp_path / "c", train_per_class=2, test_per_class=1, seed=4)
+    rows = list(csv.DictReader(first[0].open()))
+    assert len(rows) == 2 * len(synthetic.CLASSES)
+    assert {row["label"] for row in rows} == set(synthetic.CLASSES)
+    for row in rows:
+        audio = (tmp_path / "a" / row["path"]).read_bytes()
+        assert audio == (tmp_path / "b" / row["path"]).read_bytes()
+        assert audio != (tmp_path / "c" / row["path"]).read_bytes()
+    assert first[1].read_text() == second[1].read_text()
+    assert len(first[1].read_text().splitlines()) == 1 + len(synthetic.CLASSES)
+
+
+def test_synthetic_clips_have_the_promised_format(synthetic, tmp_path):
+    train, _ = synthetic.generate_dataset(tmp_path, train_per_class=3, test_per_class=1)
+    for row in csv.DictReader(train.open()):
+        samples, rate = soundfile.read(tmp_path / row["path"])
+        assert rate == 16000 and samples.ndim == 1
+        assert 0.5 <= len(samples) / rate <= 2.0
+        peak = np.abs(samples).max()
+        if row["label"] == "background":
+            assert peak < 0.05, row["path"]
+        else:
+            assert 0.08 < peak <= 0.6, row["path"]  # -20 to -6 dBFS event over quiet noise
+
+
+def test_synthetic_rejects_bad_counts(synthetic, tmp_path):
+    with pytest.raises(ValueError, match="train_per_class must be a positive integer"):
+        synthetic.generate_dataset(tmp_path, train_per_class=0)
+
+
+# --- training runs -----------------------------------------------------------------------------------------------
+
+
+def test_demo_trains_saves_and_reloads_in_the_pipeline(script, synthetic, tmp_path, capsys):
+    output_dir = tmp_path / "demo"
+    result = script.main(
+        ["--output_dir", str(output_dir), "--synthetic_train_per_class", "2", "--synthetic_test_per_class", "2"]
+        + TINY_RUN
+    )
+    saved = {path.name for path in output_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "data"} <= saved
+    # The pipeline must get the frame mask the model trained with, or it reads the padding as audio.
+    assert transformers.AutoFeatureExtractor.from_pretrained(output_dir).return_attention_mask
+    assert result["num_test_clips"] == 2 * len(synthetic.CLASSES)
+    test_clips = script.read_manifest(output_dir / "data" / "test.csv")
+    assert result["test_accuracy"] == pytest.approx(accuracy_by_hand(output_dir, test_clips, script))
+    assert f"test accuracy: {result['test_accuracy']:.3f} (16 clips)" in capsys.readouterr().out
+
+    classifier = transformers.pipeline("audio-classification", model=str(output_dir))
+    assert sorted(classifier.model.config.id2label.values()) == sorted(synthetic.CLASSES)
+    top3 = classifier(str(test_clips[0].path), top_k=3)
+    assert [guess["label"] for guess in top3] == [guess["label"] for guess in result["top3"]]
+    assert [guess["score"] for guess in top3] == pytest.approx([guess["score"] for guess in result["top3"]])
+    assert len(top3) == 3 and {guess["label"] for guess in top3} <= set(synthetic.CLASSES)
+    assert top3[0]["score"] >= top3[1]["score"] >= top3[2]["score"]
+
+
+def test_demo_learns(script, tmp_path):
+    """A small model on a smaller synthetic set, a few epochs: far above the 1/8 of guessing."""
+    result = script.main(
+        ["--output_dir", str(tmp_path), "--synthetic_train_per_class", "60", "--num_train_epochs", "4"]
+        + ["--hidden_size", "64", "--intermediate_size", "128", "--num_hidden_layers", "1", "--max_length", "128"]
+        + ["--eval_strategy", "no", "--disable_tqdm", "true"]
+    )
+    assert result["test_accuracy"] > 0.3
+
+
+def test_collator_pads_clips_shorter_than_one_patch(script):
+    feature_extractor = script.ASTFeatureExtractor(max_length=128, return_attention_mask=True)
+    collator = script.AudioClassificationCollator(feature_extractor, script.min_clip_samples(16))
+    short, long = np.zeros(1600, dtype=np.float32), np.full(8000, 0.1, dtype=np.float32)  # 0.1 s and 0.5 s
+    batch = collator([{"audio": short, "label": 1}, {"audio": long, "label": 0}])
+    assert batch["input_values"].shape == (2, 48, 128)
+    assert batch["attention_mask"].sum(dim=1).tolist() == [16, 48]
+    assert batch["labels"].tolist() == [1, 0]
+
+
+def test_compute_metrics_is_argmax_accuracy(script):
+    logits = np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [0.0, 1.0, 5.0], [4.0, 0.0, 0.0]])
+    prediction = transformers.EvalPrediction(predictions=logits, label_ids=np.array([0, 2, 2, 1]))
+    assert script.compute_metrics(prediction) == {"accuracy": 0.5}
+
+
+def test_fsdd_folder_with_label_and_test_regex(script, fsdd_dir, tmp_path):
+    data_dir = tmp_path / "recordings"
+    data_dir.mkdir()
+    for digit in FSDD_DIGITS:
+        for take in range(10):
+            name = f"{digit}_{FSDD_SPEAKER}_{take}.wav"
+            shutil.copy(fsdd_dir / name, data_dir / name)
+    splits = script.split_folder(data_dir, r"^(\d+)_", r"_[0-4]\.wav$", ".wav")
+    assert len(splits.train) == len(splits.test) == 20
+    assert splits.labels == list(FSDD_DIGITS)
+    assert all(int(clip.path.stem.rsplit("_", 1)[1]) < 5 for clip in splits.test)
+
+    output_dir = tmp_path / "fsdd"
+    result = script.main(
+        ["--data_dir", str(data_dir), "--label_regex", r"^(\d+)_", "--test_regex", r"_[0-4]\.wav$"]
+        + ["--output_dir", str(output_dir)]
+        + TINY_RUN
+    )
+    assert result["num_test_clips"] == 20
+    assert result["test_accuracy"] == pytest.approx(accuracy_by_hand(output_dir, splits.test, script))
+    classifier = transformers.pipeline("audio-classification", model=str(output_dir))
+    assert classifier.model.config.id2label == dict(enumerate(FSDD_DIGITS))
+    assert {guess["label"] for guess in classifier(str(splits.test[0].path), top_k=3)} <= set(FSDD_DIGITS)
+
+
+def test_manifests_and_fine_tuning_a_saved_model_with_new_labels(script, synthetic, tmp_path):
+    first = tmp_path / "first"
+    script.main(
+        ["--output_dir", str(first), "--synthetic_train_per_class", "1", "--synthetic_test_per_class", "1"] + TINY_RUN
+    )
+    for label in "xyz":
+        for index in range(2):
+            write_wav(tmp_path / "audio" / f"{label}{index}.wav")
+    rows = [(f"audio/{label}{index}.wav", label) for label in "xyz" for index in range(2)]
+    train = write_manifest(tmp_path / "train.csv", rows)
+    test = write_manifest(tmp_path / "test.csv", [("audio/x0.wav", "x"), ("audio/y0.wav", "y")])
+    second = tmp_path / "second"
+    result = script.main(
+        ["--train_manifest", str(train), "--test_manifest", str(test), "--model_name_or_path", str(first)]
+        + ["--output_dir", str(second), "--max_steps", "1", "--disable_tqdm", "true"]
+    )
+    assert result["num_test_clips"] == 2
+    model = transformers.AutoModelForAudioClassification.from_pretrained(second)
+    assert isinstance(model, ASTForAudioClassification)
+    assert model.config.id2label == {0: "x", 1: "y", 2: "z"}
+    assert model.config.hidden_size == 32  # the checkpoint's size, not the defaults of the size arguments
+    assert model.classifier.fc.out_features == 3
+
+
+# --- validation --------------------------------------------------------------------------------------------------
+
+
+def run_folder(script, data_dir: Path, label_regex: str = r"^([a-z]+)_", test_regex: str = r"_test\.wav$"):
+    return script.main(
+        ["--data_dir", str(data_dir), "--label_regex", label_regex, "--test_regex", test_regex]
+        + ["--output_dir", str(data_dir.parent / "out")]
+        + TINY_RUN
+    )
+
+
+def test_folder_without_audio_files(script, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "notes.txt").write_text("not audio")
+    with pytest.raises(ValueError, match=r"no audio files .* found under --data_dir"):
+        run_folder(script, tmp_path / "data")
+
+
+def test_missing_data_dir(script, tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        run_folder(script, tmp_path / "nowhere")
+
+
+def test_file_matching_no_label(script, tmp_path):
+    for name in ("cat_1.wav", "dog_test.wav", "cat_test.wav", "7_odd.wav"):
+        write_wav(tmp_path / "data" / name)
+    with pytest.raises(ValueError, match=r"finds no label in 1 file\(s\) .*7_odd\.wav"):
+        run_folder(script, tmp_path / "data")
+
+
+def test_label_only_in_test(script, tmp_path):
+    for name in ("cat_1.wav", "dog_1.wav", "cat_test.wav", "bird_test.wav"):
+        write_wav(tmp_path / "data" / name)
+    with pytest.raises(ValueError, match=r"label\(s\) \['bird'\] occur only in the test split"):
+        run_folder(script, tmp_path / "data")
+
+
+def test_empty_test_split(script, tmp_path):
+    for name in ("cat_1.wav", "dog_1.wav"):
+        write_wav(tmp_path / "data" / name)
+    with pytest.raises(ValueError, match="the test split is empty"):
+        run_folder(script, tmp_path / "data")
+
+
+def test_invalid_regex(script, tmp_path):
+    write_wav(tmp_path / "data" / "cat_1.wav")
+    with pytest.raises(ValueError, match=r"--label_regex '\(' is not a valid regular expression"):
+        run_folder(script, tmp_path / "data", label_regex="(")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--data_dir", "x"], "--data_dir needs --label_regex and --test_regex"),
+        (["--data_dir", "x", "--label_regex", "a"], "--data_dir needs --test_regex"),
+        (["--label_regex", "a"], "give --data_dir too"),
+        (["--train_manifest", "a.csv"], "--test_manifest is missing"),
+        (["--data_dir", "x", "--train_manifest", "a.csv"], "not both"),
+    ],
+)
+def test_inconsistent_data_arguments(script, argv, message):
+    with pytest.raises(ValueError, match=message):
+        script.parse_args(argv)
+
+
+def test_manifest_problems(script, tmp_path):
+    write_wav(tmp_path / "a.wav")
+    good = write_manifest(tmp_path / "good.csv", [("a.wav", "cat"), ("a.wav", "dog")])
+    cases = {
+        "missing.csv": (FileNotFoundError, "does not exist"),
+        "nolabel.csv": (ValueError, "needs a header with `path` and `label` columns"),
+        "empty.csv": (ValueError, "lists no files"),
+        "gone.csv": (FileNotFoundError, r"lists 1 missing file\(s\): .*gone\.wav"),
+        "blank.csv": (ValueError, "rows without a label"),
+    }
+    (tmp_path / "nolabel.csv").write_text("path,class\na.wav,cat\n")
+    write_manifest(tmp_path / "empty.csv", [])
+    write_manifest(tmp_path / "gone.csv", [("gone.wav", "cat")])
+    write_manifest(tmp_path / "blank.csv", [("a.wav", "")])
+    for name, (error, message) in cases.items():
+        with pytest.raises(error, match=message):
+            script.main(
+                ["--train_manifest", str(good), "--test_manifest", str(tmp_path / name)]
+                + ["--output_dir", str(tmp_path / "out")]
+            )
