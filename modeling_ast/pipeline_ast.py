@@ -47,6 +47,8 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
         preprocess, forward, postprocess = super()._sanitize_parameters(
             top_k=top_k, function_to_apply=function_to_apply, **kwargs
         )
+        if function_to_apply is None and isinstance(self.feature_extractor, ASTFeatureExtractor):
+            postprocess.pop("function_to_apply", None)  # 5.0 fills in "softmax"; ours follows problem_type
         long_mode = {chunk_length_s, stride_length_s, aggregation, return_timestamps, threshold, window_batch_size}
         if chunk_length_s is None and long_mode != {None}:
             raise ValueError(
@@ -128,8 +130,12 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
         return_timestamps: bool = False,
         threshold: float | None = None,
     ) -> list[dict[str, Any]] | dict[str, Any]:
-        if not (isinstance(model_outputs, dict) and "window_logits" in model_outputs):
+        if not isinstance(self.feature_extractor, ASTFeatureExtractor):
             return super().postprocess(model_outputs, top_k=top_k, function_to_apply=function_to_apply)
+        if not (isinstance(model_outputs, dict) and "window_logits" in model_outputs):
+            # transformers 5.0's parent always applies softmax; choose from problem_type on every version
+            scores = self._activation(model_outputs["logits"][0], function_to_apply)
+            return self._top_labels(scores, min(top_k, scores.shape[-1]))
         scores = self._activation(model_outputs["window_logits"], function_to_apply)  # (windows, labels)
         clip_scores = scores.amax(dim=0) if aggregation == "max" else scores.mean(dim=0)
         top_k = min(top_k, clip_scores.shape[-1])
@@ -149,7 +155,7 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
         return {"labels": labels, "windows": windows}
 
     def _activation(self, logits: torch.Tensor, function_to_apply: str | None) -> torch.Tensor:
-        """The pipeline's output function, chosen from problem_type as the parent does when not given."""
+        """The pipeline's output function: sigmoid for multi-label, none for regression, else softmax, unless given."""
         if function_to_apply is None:
             problem_type = self.model.config.problem_type
             function_to_apply = {"regression": "none", "multi_label_classification": "sigmoid"}.get(
