@@ -1,18 +1,17 @@
-"""Shared pytest fixtures: paths to real data that developers and CI have beside the repository."""
+"""Shared pytest fixtures: the real recordings the repository ships and a loopback Hub."""
 
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FSDD_DIR = REPO_ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
+FSDD_DIR = REPO_ROOT / "tests" / "data" / "fsdd"
 
 
 @pytest.fixture(scope="session")
 def fsdd_dir() -> Path:
-    """Folder of Free Spoken Digit Dataset wav files (8 kHz, `{digit}_{speaker}_{take}.wav`)."""
-    if not FSDD_DIR.is_dir():
-        pytest.fail(f"FSDD recordings not found at {FSDD_DIR}; CI and developers have ../shared beside the repo")
+    """Folder of the Free Spoken Digit Dataset recordings the tests read (8 kHz, `{digit}_{speaker}_{take}.wav`; a
+    subset shipped with the repository, see tests/data/fsdd/README.md)."""
     return FSDD_DIR
 
 
