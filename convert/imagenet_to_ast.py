@@ -3,10 +3,12 @@
     python convert/imagenet_to_ast.py deit_base_distilled_patch16_384-d0272ac0.pth ast-imagenet-esc50 \\
         --max-length 512 --num-labels 50 --problem-type single_label_classification
     python convert/imagenet_to_ast.py path/to/hf-deit-checkpoint ast-imagenet --fstride 16 --tstride 16 --labels a,b,c
+    python convert/imagenet_to_ast.py facebook/deit-base-distilled-patch16-384 ast-imagenet --num-labels 527
 
 SOURCE: a timm ViT/DeiT state dict (.pth / .bin / .safetensors; timm 0.4.5 `vit_deit_*` and timm 1.x `deit_*` /
-`vit_*` names, `module.` / `model.` prefixes and the DeiT release's {"model": ...} wrapper accepted) or a
-transformers ViT / DeiT checkpoint directory (config.json + weights).
+`vit_*` names, `module.` / `model.` prefixes and the DeiT release's {"model": ...} wrapper accepted), or a
+transformers or timm ViT / DeiT checkpoint directory or Hub repository id (config.json + weights, e.g.
+`facebook/deit-base-distilled-patch16-384` or `timm/deit_base_distilled_patch16_384.fb_in1k`).
 
 The RGB patch kernels are summed into one channel, the ImageNet positional grid is middle-cropped or bilinearly
 interpolated to the AST patch grid of --max-length frames at the given strides, tokens and blocks are copied, and a new
@@ -28,7 +30,10 @@ PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "r
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", type=Path, help="timm checkpoint file or transformers ViT/DeiT checkpoint directory")
+    parser.add_argument(
+        "source",
+        help="timm checkpoint file, or a transformers / timm ViT/DeiT checkpoint directory or Hub repository id",
+    )
     parser.add_argument("output_dir", type=Path, help="directory to write (must be empty or absent, see --overwrite)")
     audio = parser.add_argument_group("audio input")
     audio.add_argument("--max-length", type=int, default=1024, help="input frames, ~100 per second (default 1024)")

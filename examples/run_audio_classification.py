@@ -243,8 +243,8 @@ class ModelArguments:
     imagenet_checkpoint: str | None = field(
         default=None,
         metadata={
-            "help": "Start from this ImageNet ViT/DeiT checkpoint (timm .pth/.safetensors file or transformers "
-            "folder), as the paper does: size from the checkpoint, --max_length and strides from here."
+            "help": "Start from this ImageNet ViT/DeiT checkpoint (timm .pth/.safetensors file, or a transformers / "
+            "timm folder or Hub id), as the paper does: size from the checkpoint, --max_length and strides from here."
         },
     )
     adapt_max_length: int | None = field(

@@ -309,6 +309,39 @@ def test_transformers_vit_matches_with_the_cls_copy(tmp_path: Path) -> None:
         assert (ours - expected).abs().max().item() < 1e-4
 
 
+def test_hub_repositories_of_transformers_and_timm(loopback_hub, tmp_path: Path) -> None:
+    """Hub ids work like local checkpoints: a transformers DeiT (its config.json gives the 4 heads and the 8 x 6 grid,
+    neither inferable from the weights) and a timm repository (model.safetensors + timm's own config.json)."""
+    from huggingface_hub import HfApi
+
+    teacher = perturbed(DeiTForImageClassificationWithTeacher(DeiTConfig(**_hf_kwargs())))
+    teacher.push_to_hub("org/tiny-deit")
+    spectrogram = torch.randn(2, 96, 128)
+    with torch.no_grad():
+        expected = teacher.deit(pixel_values=_as_image(spectrogram)).last_hidden_state
+        ours = ast_from_imagenet("org/tiny-deit", AST_FOR_HF).ast(spectrogram).last_hidden_state
+    assert (ours - expected).abs().max().item() < 1e-4
+
+    timm_dir = tmp_path / "timm"
+    timm_dir.mkdir()
+    save_file(small_timm(), timm_dir / "model.safetensors")
+    timm_config = {"architecture": "deit_small_test", "num_classes": 1000, "num_features": 128,
+                   "global_pool": "token", "pretrained_cfg": {"input_size": [3, 128, 128], "num_classes": 1000}}
+    (timm_dir / "config.json").write_text(json.dumps(timm_config))
+    HfApi().create_repo("org/tiny-timm-deit")
+    HfApi().upload_folder(repo_id="org/tiny-timm-deit", folder_path=timm_dir)
+    config = ASTConfig(max_length=128, num_labels=3)
+    from_file = _weights(ast_from_imagenet(small_timm(), config, seed=1))
+    from_hub = _weights(ast_from_imagenet("org/tiny-timm-deit", config, seed=1))
+    for key, value in from_file.items():
+        torch.testing.assert_close(from_hub[key], value, atol=0, rtol=0, msg=key)
+
+    with pytest.raises(FileNotFoundError, match="reachable Hub repository"):
+        ast_from_imagenet("org/absent", config)
+    with pytest.raises(FileNotFoundError, match="no checkpoint file at"):
+        ast_from_imagenet(tmp_path / "absent.pth", config)
+
+
 # ------------------------------------------------------------------------------------------ new-task adaptation
 
 

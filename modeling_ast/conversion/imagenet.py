@@ -1,7 +1,8 @@
 """Build an AST from an ImageNet ViT / DeiT checkpoint, following the original AST code's ImageNet path.
 
-Accepted sources (a path, a state dict or a module):
-    * timm ViT / DeiT state dicts (`.pth`, `.bin`, `.safetensors`): `deit_{tiny,small,base}_distilled_patch16_{224,384}`
+Accepted sources (a path, a Hub repository id, a state dict or a module):
+    * timm ViT / DeiT state dicts (`.pth`, `.bin`, `.safetensors`, or a timm Hub repository such as
+      `timm/deit_base_distilled_patch16_384.fb_in1k`): `deit_{tiny,small,base}_distilled_patch16_{224,384}`
       (with `dist_token` and `head_dist`), `vit_base_patch16_384`, `vit_large_patch16_384`, ... The key names are the
       same in timm 0.4.5 (models then called `vit_deit_*`) and timm 1.x (`deit_*`), and in the official DeiT
       releases (`{"model": state_dict}`, unwrapped by `load_state_dict`). A `module.` (DataParallel) or `model.`
@@ -9,7 +10,8 @@ Accepted sources (a path, a state dict or a module):
     * transformers ViT / DeiT checkpoints (`ViTModel`, `ViTForImageClassification`, `DeiTModel`,
       `DeiTForImageClassification(WithTeacher)`), in the on-disk spelling (`encoder.layer.{i}.attention.attention.
       query`, ...) or the in-memory one of transformers >= 5.2x (`layers.{i}.attention.q_proj`, ...), as a checkpoint
-      directory (config.json + weights), a state dict or a model. Separate q, k, v projections are fused (rows q, k, v).
+      directory or Hub repository id (config.json + weights), a state dict or a model. Separate q, k, v projections
+      are fused (rows q, k, v).
 
 What is carried over (the original's procedure, see `positional` for the grid):
     * patch embedding: the RGB kernels are summed, (D, 3, p, p) -> (D, 1, p, p), bias copied — the same as feeding the
@@ -65,6 +67,7 @@ __all__ = [
 ]
 
 CheckpointSource = str | os.PathLike | Mapping[str, torch.Tensor] | nn.Module
+CHECKPOINT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
 # AudioSet normalisation statistics of the original recipe (the feature extractor's defaults).
 AUDIOSET_MEAN = -4.2677393
@@ -130,16 +133,25 @@ class ImageNetEncoder:
 
 
 def read_imagenet_checkpoint(source: CheckpointSource) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """(state dict, transformers config dict or None) from a file, a checkpoint directory, a dict or a module."""
+    """(state dict, config.json as a dict or None) from a file, a checkpoint directory, a Hub repository id, a dict or
+    a module. A Hub repository or directory holds config.json and the weights: a transformers ViT / DeiT
+    (`facebook/deit-base-distilled-patch16-384`) or a timm one (`timm/deit_base_distilled_patch16_384.fb_in1k`)."""
     if isinstance(source, nn.Module):
         hf_config = getattr(source, "config", None)
         return dict(source.state_dict()), (hf_config.to_dict() if hf_config is not None else None)
     if isinstance(source, Mapping):
         return dict(source), None
     path = Path(source)
-    if path.is_dir():
-        return load_checkpoint_dir(path)
-    return load_state_dict(path), None
+    if path.is_file():
+        return load_state_dict(path), None
+    if path.suffix in CHECKPOINT_FILE_SUFFIXES:
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    try:
+        return load_checkpoint_dir(source)
+    except OSError as error:
+        raise FileNotFoundError(
+            f"{source} is not a checkpoint file, a checkpoint directory or a reachable Hub repository ({error})"
+        ) from error
 
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -343,6 +355,8 @@ def parse_imagenet_encoder(
     state_dict, hf_config = read_imagenet_checkpoint(source)
     state_dict = strip_wrapper_prefixes(state_dict)
     layout = detect_layout(state_dict)
+    if layout == "timm":
+        hf_config = None  # a timm repository's config.json has none of the transformers fields read below
     rename = _rename_timm if layout == "timm" else _rename_transformers
     weights, ignored, unexpected = rename(state_dict)
     weights = {key: tensor.detach().to(torch.float32) for key, tensor in weights.items()}
@@ -479,7 +493,8 @@ def ast_from_imagenet(
     """An AST initialised from an ImageNet ViT / DeiT, as the original code's `imagenet_pretrain=True` path.
 
     Args:
-        state_dict_or_path: timm `.pth` / `.safetensors` file, transformers checkpoint directory, state dict, or model.
+        state_dict_or_path: timm `.pth` / `.safetensors` file, checkpoint directory or Hub repository id (transformers
+            or timm), state dict, or model.
         config: the audio side of the model — `frequency_stride`, `time_stride`, `max_length`, `num_mel_bins`,
             labels (`num_labels` / `id2label`), `problem_type`, `head_layer_norm_eps`. Its encoder fields are replaced
             by the checkpoint's (see `audio_config`). Default: `ASTConfig()` (128 x 1024, strides 10, 2 labels).
