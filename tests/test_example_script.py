@@ -15,7 +15,7 @@ import soundfile
 import torch
 import transformers
 
-from modeling_ast import ASTForAudioClassification
+from modeling_ast import ASTConfig, ASTForAudioClassification
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 
@@ -162,16 +162,31 @@ def test_demo_learns(script, tmp_path):
     assert result["test_accuracy"] > 0.3
 
 
-def test_collator_pads_clips_shorter_than_one_patch(script):
+def test_evaluation_batches_give_each_clip_its_inference_logits(script):
+    """The script's evaluation batches (padding "longest", so a batch may be shorter than max_length) give every clip
+    the logits the feature extractor's own output gives it, i.e. what `pipeline` computes: also a clip shorter than
+    one patch, and a batch holding only such clips (padded to one patch, 16 frames, with padding_value)."""
+    config = ASTConfig(
+        max_length=128, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=2
+    )
+    model = ASTForAudioClassification(config).eval()
     args = script.parse_args(["--max_length", "128"])
-    feature_extractor = script.build_feature_extractor(args.model, script.ASTConfig(max_length=128))
+    feature_extractor = script.build_feature_extractor(args.model, config)
     data = script.TaskData([], [], script.LabelSpace(("a", "b"), multi_label=False), "none")
     collator = script.build_data_pipeline(data, feature_extractor, args).collator
-    short, long = torch.zeros(1600), torch.full((8000,), 0.1)  # 0.1 s and 0.5 s
-    batch = collator([{"audio": short, "labels": torch.tensor(1)}, {"audio": long, "labels": torch.tensor(0)}])
-    assert batch["input_values"].shape == (2, 48, 128)
-    assert batch["attention_mask"].sum(dim=1).tolist() == [16, 48]
-    assert batch["labels"].tolist() == [1, 0]
+    generator = torch.Generator().manual_seed(0)
+    # 8, 13, 48 and 186 frames (the last truncated to 128)
+    clips = [0.1 * torch.randn(samples, generator=generator) for samples in (1600, 2400, 8000, 30000)]
+    for group, frames, real in [(clips, 128, [8, 13, 48, 128]), (clips[:2], 16, [8, 13])]:
+        batch = collator([{"audio": clip, "labels": torch.tensor(1)} for clip in group])
+        assert batch["input_values"].shape == (len(group), frames, 128)
+        assert batch["attention_mask"].sum(dim=1).tolist() == real
+        assert batch.pop("labels").tolist() == [1] * len(group)
+        with torch.no_grad():
+            logits = model(**batch).logits
+            for clip, row in zip(group, logits):
+                alone = model(**feature_extractor([clip.numpy()], sampling_rate=16000, return_tensors="pt")).logits[0]
+                torch.testing.assert_close(row, alone, atol=1e-5, rtol=0)
 
 
 def test_fsdd_folder_with_label_and_test_regex(script, fsdd_dir, tmp_path):

@@ -1004,8 +1004,9 @@ class AudioCollator:
         padding: "max_length" (the original's fixed grid) or "longest".
         return_attention_mask: Return the frame mask; defaults to the extractor's `return_attention_mask`. With a mask
             the time roll keeps each clip's real frames in front of its padding.
-        min_frames: Clips shorter than this many frames are zero-padded in the waveform first (16 = one AST patch:
-            the model needs at least one real patch per clip).
+        min_frames: Batches get at least this many frames (16 = one AST patch, the least the model accepts),
+            with `padding_value` frames outside the mask, which matters only with `padding="longest"`. A clip shorter
+            than that is padded exactly as the feature extractor (and so `pipeline`) pads it at inference.
     """
 
     def __init__(
@@ -1024,7 +1025,7 @@ class AudioCollator:
         self.return_attention_mask = (
             feature_extractor.return_attention_mask if return_attention_mask is None else return_attention_mask
         )
-        self.min_samples = num_samples_for_frames(min_frames, feature_extractor.sampling_rate)
+        self.min_frames = min_frames
 
     def __call__(self, items: Sequence[Item | None]) -> dict[str, torch.Tensor]:
         kept = [item for item in items if item is not None]
@@ -1044,16 +1045,20 @@ class AudioCollator:
         # A shallow copy without normalisation: SpecAugment must see the raw filter banks.
         raw_extractor = copy.copy(self.feature_extractor)
         raw_extractor.do_normalize = False
-        clips = [_pad_end(to_float_waveform(waveform), self.min_samples) for waveform in waveforms]
         batch = raw_extractor(
-            clips,
+            [to_float_waveform(waveform) for waveform in waveforms],
             sampling_rate=raw_extractor.sampling_rate,
             padding=self.padding,
             truncation=True,
             return_attention_mask=True,
             return_tensors="pt",
         )
-        return batch["input_values"], batch["attention_mask"].bool()
+        features, mask = batch["input_values"], batch["attention_mask"].bool()
+        missing = self.min_frames - features.shape[1]
+        if missing > 0:
+            features = torch.nn.functional.pad(features, (0, 0, 0, missing), value=raw_extractor.padding_value)
+            mask = torch.nn.functional.pad(mask, (0, missing), value=False)
+        return features, mask
 
     def augment_and_normalize(
         self, features: torch.Tensor, mask: torch.Tensor, seeds: Sequence[int | None]
@@ -1074,12 +1079,6 @@ class AudioCollator:
                 if generator is not None:
                     features[index] = noise_and_roll(features[index], generator, length)
         return features
-
-
-def _pad_end(waveform: torch.Tensor, num_samples: int) -> torch.Tensor:
-    """`waveform` (samples,) zero-padded at its end to at least `num_samples`."""
-    missing = num_samples - waveform.shape[-1]
-    return torch.nn.functional.pad(waveform, (0, missing)) if missing > 0 else waveform
 
 
 def _stack_labels(labels: Sequence[torch.Tensor]) -> torch.Tensor:
