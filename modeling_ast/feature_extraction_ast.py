@@ -147,17 +147,11 @@ def kaldi_fbank(waveforms: torch.Tensor, sampling_rate: int = 16000, num_mel_bin
     return out
 
 
-def _log_mel_into(
-    out: torch.Tensor,
-    clips: Sequence[torch.Tensor],
-    sampling_rate: int,
-    normalization: tuple[float, float] | None = None,
-) -> None:
+def _log_mel_into(out: torch.Tensor, clips: Sequence[torch.Tensor], sampling_rate: int) -> None:
     """Write the Kaldi log-mel features of the first `out.shape[1]` frames of each clip into `out`.
 
     `out`: (len(clips), frames, mel bins) float32, on the device the work runs on. `clips`: 1-D float tensors, each at
-    least one frame long; clips shorter than `frames` leave garbage rows for the caller to overwrite. With
-    `normalization = (shift, scale)` the values written are (fbank - shift) / scale.
+    least one frame long; clips shorter than `frames` leave garbage rows for the caller to overwrite.
 
     Clips go through in groups, all through one set of scratch buffers: on CPU a group holds about
     `_CPU_CHUNK_FRAMES` frames, which keeps the intermediates in cache (about twice as fast as one pass over a large
@@ -173,12 +167,7 @@ def _log_mel_into(
     for start in range(0, len(clips), step):
         group = clips[start : start + step]
         log_mel = _log_mel(_group_waveforms(group, scratch.waveforms), spec, window, bands, scratch)
-        target = out[start : start + len(group)]
-        if normalization is None:
-            target.copy_(log_mel)
-        else:
-            shift, scale = normalization
-            torch.sub(log_mel, shift, out=target).div_(scale)
+        out[start : start + len(group)].copy_(log_mel)
 
 
 def _group_waveforms(group: Sequence[torch.Tensor], buffer: torch.Tensor) -> torch.Tensor:
@@ -325,6 +314,7 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         truncation: bool = True,
         return_attention_mask: bool | None = None,
         return_tensors: str | TensorType | None = None,
+        do_normalize: bool | None = None,
         **kwargs: Any,
     ) -> BatchFeature:
         """Compute normalised log-mel features for one clip or a batch of clips.
@@ -342,6 +332,8 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
             truncation: Cut features to `max_length` frames. Without it "max_length" pads to at least `max_length`.
             return_attention_mask: Return `attention_mask` (1 = real frame); defaults to `self.return_attention_mask`.
             return_tensors: None (lists of numpy arrays), "np" or "pt" (torch tensors on the input's device).
+            do_normalize: Overrides `self.do_normalize` for this call; `False` returns the raw log-mel filter banks
+                (padding frames hold `padding_value`), which `normalize` turns into what `True` returns, bit for bit.
 
         Returns:
             `BatchFeature` with `input_values` (batch, frames, num_mel_bins) float32 and, if asked for,
@@ -364,6 +356,8 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         frames = [num_frames(n, self.sampling_rate) for n in lengths]
         target = _target_frames(strategy, frames, limit, truncation)
         features, mask = self._padded_features(clips, frames, target)
+        if self.do_normalize if do_normalize is None else do_normalize:
+            self.normalize(features, inplace=True)
 
         data: dict[str, Any] = {"input_values": features}
         if self.return_attention_mask if return_attention_mask is None else return_attention_mask:
@@ -383,29 +377,30 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
     def _padded_features(
         self, clips: list[torch.Tensor], frames: list[int], target: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised features (batch, target, F) and the boolean real-frame mask (batch, target), on the first clip's
-        device.
+        """Raw log-mel features (batch, target, F) and the boolean real-frame mask (batch, target), on the first
+        clip's device.
 
         Only the frames that survive truncation are computed; frames past each clip's end (including those computed
-        from the zeros that pad shorter clips of a group) are set to the normalised padding value.
+        from the zeros that pad shorter clips of a group) are set to `padding_value`.
         """
         device = clips[0].device
         computed = min(max(frames), target)
         features = torch.empty(len(clips), target, self.num_mel_bins, device=device)
-        normalization = (self.mean, self.std * 2) if self.do_normalize else None
-        _log_mel_into(features[:, :computed], clips, self.sampling_rate, normalization)
-        fill = self._padding_fill()
+        _log_mel_into(features[:, :computed], clips, self.sampling_rate)
         for row, count in zip(features, frames):
-            row[count:] = fill
+            row[count:] = self.padding_value
         mask = torch.arange(target, device=device) < torch.tensor(frames, device=device)[:, None]
         return features, mask
 
-    def _padding_fill(self) -> float:
-        """`padding_value` as it appears in the output: normalised like the features (in float32) if `do_normalize`."""
-        value = torch.tensor(float(self.padding_value))
-        if self.do_normalize:
-            value = (value - self.mean) / (self.std * 2)
-        return value.item()
+    def normalize(self, features: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """`(features - mean) / (2 * std)`: the dataset normalisation, for raw filter banks of any shape (..., F).
+
+        The one place the formula lives: `__call__` applies it, and callers that modify raw filter banks first (the
+        training collator's augmentation and padding) apply it after. The result has std 0.5 on the dataset.
+        """
+        if not inplace:
+            features = features.clone()
+        return features.sub_(self.mean).div_(self.std * 2)
 
 
 def _padding_strategy(padding: bool | str) -> str:

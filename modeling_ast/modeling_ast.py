@@ -495,6 +495,23 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: ASTC
     return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
+def class_scores(logits: torch.Tensor, problem_type: str | None, function_to_apply: str | None = None) -> torch.Tensor:
+    """Scores users read from logits (..., num_labels): the one place that maps `problem_type` to an output function.
+
+    Sigmoid for "multi_label_classification", none for "regression", softmax otherwise (single-label, or unset as in
+    transformers' pipeline). `function_to_apply` ("softmax", "sigmoid" or "none") overrides the choice.
+    """
+    if function_to_apply is None:
+        function_to_apply = {"regression": "none", "multi_label_classification": "sigmoid"}.get(problem_type, "softmax")
+    if function_to_apply == "softmax":
+        return logits.softmax(dim=-1)
+    if function_to_apply == "sigmoid":
+        return logits.sigmoid()
+    if function_to_apply == "none":
+        return logits
+    raise ValueError(f"function_to_apply must be 'softmax', 'sigmoid' or 'none', got {function_to_apply!r}")
+
+
 class ASTForAudioClassification(ASTPreTrainedModel):
     """AST with the paper's head: logits = Linear(LayerNorm((CLS + DIST) / 2)). Sigmoid (multi-label) or softmax
     (single-label) is applied outside the model, by the pipeline or the loss."""
@@ -540,4 +557,4 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         )
 
 
-__all__ = ["ASTEmbeddingOutput", "ASTForAudioClassification", "ASTModel", "ASTPreTrainedModel"]
+__all__ = ["ASTEmbeddingOutput", "ASTForAudioClassification", "ASTModel", "ASTPreTrainedModel", "class_scores"]

@@ -25,6 +25,7 @@ from transformers.pipelines.audio_classification import AudioClassificationPipel
 from .audio_utils import load_audio
 from .feature_extraction_ast import ASTFeatureExtractor, FrameSpec
 from .long_audio import FileWindows, WaveformWindows, iter_window_batches, plan_windows
+from .modeling_ast import class_scores
 
 _AGGREGATIONS = ("max", "mean")
 
@@ -155,17 +156,7 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
         return {"labels": labels, "windows": windows}
 
     def _activation(self, logits: torch.Tensor, function_to_apply: str | None) -> torch.Tensor:
-        """The pipeline's output function: sigmoid for multi-label, none for regression, else softmax, unless given."""
-        if function_to_apply is None:
-            problem_type = self.model.config.problem_type
-            function_to_apply = {"regression": "none", "multi_label_classification": "sigmoid"}.get(
-                problem_type, "softmax"
-            )
-        if function_to_apply == "softmax":
-            return logits.softmax(dim=-1)
-        if function_to_apply == "sigmoid":
-            return logits.sigmoid()
-        return logits
+        return class_scores(logits, self.model.config.problem_type, function_to_apply)
 
     def _top_labels(self, scores: torch.Tensor, k: int) -> list[dict[str, Any]]:
         values, indices = scores.topk(k)

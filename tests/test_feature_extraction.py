@@ -308,6 +308,19 @@ def test_no_normalisation_gives_raw_log_mel(reference):
     np.testing.assert_allclose(raw["input_values"][0], reference["fbank_white_noise"], rtol=0, atol=1e-4)
 
 
+def test_normalize_turns_raw_filter_banks_into_the_normalised_output_bit_for_bit(extractor, fsdd_16k):
+    clips = fsdd_16k[:3]
+    raw = extractor(clips, sampling_rate=SR, padding="max_length", max_length=300, do_normalize=False,
+                    return_tensors="pt")["input_values"]
+    normalised = extractor(clips, sampling_rate=SR, padding="max_length", max_length=300,
+                           return_tensors="pt")["input_values"]
+    assert raw[0, -1, 0] == extractor.padding_value  # padding frames hold padding_value before normalisation
+    assert torch.equal(extractor.normalize(raw), normalised)
+    expected = (raw.double() - extractor.mean) / (2 * extractor.std)  # the formula, in float64
+    torch.testing.assert_close(normalised.double(), expected, rtol=0, atol=1e-6)
+    assert extractor.normalize(raw, inplace=True) is raw
+
+
 def test_missing_sampling_rate_warns_and_assumes_16k(extractor, caplog):
     wave = seeded_noise(0.5, 16)
     with caplog.at_level("WARNING"):

@@ -10,6 +10,7 @@ import transformers
 
 from modeling_ast import ASTConfig, ASTForAudioClassification, ASTModel
 from modeling_ast.checkpoint_layouts import from_transformers_ast
+from modeling_ast.modeling_ast import class_scores
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_mel_bins=128)
 
@@ -306,6 +307,18 @@ def test_losses_follow_problem_type():
         output = regression(inputs, labels=values)
     assert regression.config.problem_type == "regression"
     torch.testing.assert_close(output.loss, ((output.logits[:, 0] - values) ** 2).mean())
+
+
+def test_class_scores_follow_problem_type_and_reject_unknown_functions():
+    logits = torch.tensor([[2.0, -1.0, 0.5]])
+    torch.testing.assert_close(class_scores(logits, "multi_label_classification"), 1 / (1 + torch.exp(-logits)))
+    torch.testing.assert_close(class_scores(logits, "single_label_classification"),
+                               torch.exp(logits) / torch.exp(logits).sum())
+    torch.testing.assert_close(class_scores(logits, None), torch.exp(logits) / torch.exp(logits).sum())
+    assert torch.equal(class_scores(logits, "regression"), logits)
+    assert torch.equal(class_scores(logits, "multi_label_classification", "none"), logits)
+    with pytest.raises(ValueError, match="function_to_apply must be"):
+        class_scores(logits, None, "relu")
 
 
 def test_bad_labels_are_named():

@@ -35,7 +35,7 @@ from transformers.utils import logging
 
 from ..conversion.io import load_checkpoint_dir
 from ..conversion.io import atomic_output_dir
-from .metrics import MULTI_LABEL
+from ..modeling_ast import class_scores
 
 logger = logging.get_logger(__name__)
 
@@ -338,7 +338,8 @@ def _check_same_task(models: Sequence[PreTrainedModel]) -> str | None:
 
 
 def class_probabilities(model: PreTrainedModel, inputs: Mapping[str, Any], problem_type: str | None) -> torch.Tensor:
-    """(B, C) float32 CPU probabilities: sigmoid of the logits for multi-label models, softmax otherwise.
+    """(B, C) float32 CPU scores: sigmoid of the logits for multi-label models, softmax for single-label ones
+    (`class_scores`, as the pipeline).
 
     `inputs` is a model batch (e.g. the feature extractor's `input_values` (B, T, F) and `attention_mask`); a
     "labels" entry is ignored. Tensors are moved to the model's device.
@@ -350,8 +351,7 @@ def class_probabilities(model: PreTrainedModel, inputs: Mapping[str, Any], probl
         if key != "labels"
     }
     logits = model(**model_inputs).logits.float()
-    probabilities = torch.sigmoid(logits) if problem_type == MULTI_LABEL else torch.softmax(logits, dim=-1)
-    return probabilities.cpu()
+    return class_scores(logits, problem_type).cpu()
 
 
 def ensemble_predict(
