@@ -135,10 +135,15 @@ class ASTConfig(PretrainedConfig):
     @property
     def patch_grid(self) -> tuple[int, int]:
         """(frequency, time) patches of the positional grid, e.g. (12, 101) for 128 x 1024 with stride 10."""
-        return (
-            (self.num_mel_bins - self.patch_size) // self.frequency_stride + 1,
-            (self.max_length - self.patch_size) // self.time_stride + 1,
-        )
+        return self.num_patches(self.num_mel_bins, self.frequency_stride), self.time_patches(self.max_length)
+
+    def time_patches(self, frames: int) -> int:
+        """Time patches of an input of `frames` frames (>= patch_size), e.g. 101 for 1024 frames at stride 10."""
+        return self.num_patches(frames, self.time_stride)
+
+    def num_patches(self, size: int, stride: int) -> int:
+        """Patches of `patch_size` every `stride` along an axis of `size` (>= patch_size): the one grid formula."""
+        return (size - self.patch_size) // stride + 1
 
 
 __all__ = ["ASTConfig"]
