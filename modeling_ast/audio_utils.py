@@ -103,24 +103,75 @@ def _dtype_message(dtype: str) -> str:
     )
 
 
+# Largest polyphase filter bank kept per rate pair (phases x taps): common ratios (44.1 -> 16 kHz: 160 x 1331) fit
+# easily; odd rates such as 16001 Hz would need 16000 phases x 16015 taps (2 GB), so they take the direct path.
+_MAX_POLYPHASE_TAPS = 1 << 20
+# Output samples per block of the direct path: bounds its (block, taps) index and weight tensors.
+_DIRECT_BLOCK_TAPS = 1 << 20
+
+
+def _filter_size(orig: int, new: int) -> tuple[float, int]:
+    """Cut-off (cycles per input sample, times 2) and half-width in input samples of the filter for `new / orig`."""
+    cutoff = _ROLLOFF * min(orig, new) / orig
+    return cutoff, math.ceil(_LOWPASS_FILTER_WIDTH / cutoff)
+
+
+def _sinc_weights(offsets: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """Hann-windowed sinc filter taps at `offsets` (input samples from the output instant, float64).
+
+    `cutoff` is the cut-off frequency in cycles per input sample, times 2 (0.99 of the lower Nyquist frequency); the
+    filter spans `_LOWPASS_FILTER_WIDTH` zero crossings on each side and has unit gain at DC.
+    """
+    x = (offsets * cutoff).clamp(-_LOWPASS_FILTER_WIDTH, _LOWPASS_FILTER_WIDTH)
+    window = torch.cos(x * (math.pi / (2 * _LOWPASS_FILTER_WIDTH))) ** 2
+    return torch.special.sinc(x) * window * cutoff
+
+
 @functools.lru_cache(maxsize=32)
 def _sinc_kernel(orig: int, new: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, int]:
-    """Polyphase Hann-windowed sinc filters for resampling by `new / orig` (both already divided by their gcd).
+    """Polyphase filters for resampling by `new / orig` (both already divided by their gcd).
 
     Returns `(kernel, width)`: `kernel` has shape (new, 1, 2 * width + orig), one filter per output phase, and is
     applied with stride `orig` to the input padded by `width` zeros on the left and `width + orig` on the right.
     Output sample `j` of a block lies `j * orig / new` input samples after the block start; tap `n` reads the input
-    `n - width` samples after it. The filter cuts at `rolloff * min(orig, new) / 2` cycles per block and spans
-    `lowpass_filter_width` zero crossings on each side. Designed in float64, returned in `dtype` on `device`.
+    `n - width` samples after it. Designed in float64, returned in `dtype` on `device`; at most
+    `_MAX_POLYPHASE_TAPS` elements (the caller checks), so the cache stays small.
     """
-    cutoff = _ROLLOFF * min(orig, new)  # cycles per block of `orig` input samples, times 2
-    width = math.ceil(_LOWPASS_FILTER_WIDTH * orig / cutoff)
-    taps = torch.arange(-width, width + orig, dtype=torch.float64) / orig  # input offsets, in blocks
-    phases = torch.arange(new, dtype=torch.float64)[:, None] / new  # output offsets, in blocks
-    x = ((taps - phases) * cutoff).clamp(-_LOWPASS_FILTER_WIDTH, _LOWPASS_FILTER_WIDTH)
-    window = torch.cos(x * (math.pi / (2 * _LOWPASS_FILTER_WIDTH))) ** 2
-    kernel = torch.special.sinc(x) * window * (cutoff / orig)
+    cutoff, width = _filter_size(orig, new)
+    taps = torch.arange(-width, width + orig, dtype=torch.float64)
+    phases = torch.arange(new, dtype=torch.float64)[:, None] * (orig / new)
+    kernel = _sinc_weights(taps - phases, cutoff)
     return kernel.unsqueeze(1).to(device=device, dtype=dtype), width
+
+
+def _polyphase_resample(flat: torch.Tensor, orig: int, new: int) -> torch.Tensor:
+    """(batch, 1, time) -> (batch, blocks * new): one strided convolution with the cached filter bank."""
+    kernel, width = _sinc_kernel(orig, new, flat.device, flat.dtype)
+    padded = torch.nn.functional.pad(flat, (width, width + orig))
+    blocks = torch.nn.functional.conv1d(padded, kernel, stride=orig)  # (batch, new, blocks)
+    return blocks.transpose(1, 2).reshape(flat.shape[0], -1)
+
+
+def _direct_resample(flat: torch.Tensor, orig: int, new: int, out_length: int) -> torch.Tensor:
+    """(batch, 1, time) -> (batch, out_length): each output sample's filter taps evaluated where they fall.
+
+    The same filter as the polyphase path, for ratios with too many phases to tabulate: output `j` sits at input
+    position `j * orig / new` (exact integer part and remainder), and its taps are computed for that position.
+    Memory is bounded by `_DIRECT_BLOCK_TAPS` whatever the rates; work is proportional to output samples x taps.
+    """
+    cutoff, width = _filter_size(orig, new)
+    taps = torch.arange(-width, width + 2, device=flat.device)
+    signal = torch.nn.functional.pad(flat[:, 0], (width, width + 2))  # index i of the input is signal[i + width]
+    block = max(1, _DIRECT_BLOCK_TAPS // taps.numel())
+    out = flat.new_empty(flat.shape[0], out_length)
+    for start in range(0, out_length, block):
+        j = torch.arange(start, min(start + block, out_length), device=flat.device, dtype=torch.int64)
+        base, remainder = (j * orig) // new, (j * orig) % new
+        offsets = taps.to(torch.float64) - (remainder.to(torch.float64) / new)[:, None]  # (block, taps)
+        weights = _sinc_weights(offsets, cutoff).to(flat.dtype)
+        gathered = signal[:, base[:, None] + taps + width]  # (batch, block, taps)
+        out[:, start : start + j.numel()] = (gathered * weights).sum(dim=-1)
+    return out
 
 
 def resample(waveform: torch.Tensor, orig_freq: int, new_freq: int) -> torch.Tensor:
@@ -128,9 +179,10 @@ def resample(waveform: torch.Tensor, orig_freq: int, new_freq: int) -> torch.Ten
 
     Hann-windowed sinc interpolation with 6 zero crossings per side and a cutoff at 0.99 of the lower Nyquist
     frequency, i.e. the formula of `torchaudio.functional.resample` with its defaults. The rates are reduced by their
-    gcd and the work is one strided convolution per call, batched over all leading dimensions, on the tensor's device
-    and in its (floating-point) dtype. Output shape: (..., ceil(new_freq * time / orig_freq)). Equal rates return the
-    input unchanged.
+    gcd; common ratios run as one strided convolution with a cached polyphase filter bank, ratios with more phases
+    than that bank may hold (odd rates such as 16001 Hz) evaluate each output's taps directly, in bounded memory.
+    Batched over all leading dimensions, on the tensor's device and in its (floating-point) dtype. Output shape:
+    (..., ceil(new_freq * time / orig_freq)). Equal rates return the input unchanged.
     """
     orig = check_sampling_rate(orig_freq, "orig_freq")
     new = check_sampling_rate(new_freq, "new_freq")
@@ -142,15 +194,15 @@ def resample(waveform: torch.Tensor, orig_freq: int, new_freq: int) -> torch.Ten
         return waveform
     gcd = math.gcd(orig, new)
     orig, new = orig // gcd, new // gcd
-    kernel, width = _sinc_kernel(orig, new, waveform.device, waveform.dtype)
-
     leading, length = waveform.shape[:-1], waveform.shape[-1]
     flat = waveform.reshape(-1, 1, length)
-    padded = torch.nn.functional.pad(flat, (width, width + orig))
-    blocks = torch.nn.functional.conv1d(padded, kernel, stride=orig)  # (batch, new, blocks)
-    out = blocks.transpose(1, 2).reshape(flat.shape[0], -1)
     out_length = -(-new * length // orig)
-    return out[:, :out_length].reshape(*leading, out_length)
+    _, width = _filter_size(orig, new)
+    if new * (2 * width + orig) <= _MAX_POLYPHASE_TAPS:
+        out = _polyphase_resample(flat, orig, new)[:, :out_length]
+    else:
+        out = _direct_resample(flat, orig, new, out_length)
+    return out.reshape(*leading, out_length)
 
 
 def load_audio(path: str | os.PathLike, sampling_rate: int | None = 16000) -> np.ndarray:

@@ -18,6 +18,7 @@ import soundfile
 import torch
 import transformers
 
+from modeling_ast import audio_utils
 from modeling_ast.audio_utils import load_audio, resample, to_float_waveform
 from modeling_ast.feature_extraction_ast import ASTFeatureExtractor, kaldi_fbank, kaldi_mel_banks, num_frames
 
@@ -140,6 +141,53 @@ def test_resample_matches_torchaudio(reference, orig, kind):
     assert ours.shape == expected.shape == (-(-SR * len(signal) // orig),)
     # Measured 5.6e-6 (44.1 kHz; torchaudio designs that filter in float32, we in float64), <= 2e-7 otherwise.
     assert np.abs(ours - expected).max() <= 2e-5
+
+
+@pytest.mark.parametrize("orig", [44100, 8000, 48000])
+def test_direct_resampling_path_matches_torchaudio(reference, orig, monkeypatch):
+    """The path odd rates take (each output's taps evaluated where it falls), forced on the fixture's common rates."""
+    monkeypatch.setattr(audio_utils, "_MAX_POLYPHASE_TAPS", 0)
+    signal = reference[f"resample_in_{orig}_noise"]
+    ours = resample(torch.from_numpy(signal), orig, SR).numpy()
+    # Measured 5.6e-6 at 44.1 kHz (torchaudio's float32 filter design), <= 2e-7 otherwise, as the polyphase path.
+    assert np.abs(ours - reference[f"resample_out_{orig}_noise"]).max() <= 2e-5
+
+
+def naive_resample(signal: np.ndarray, orig: int, new: int) -> np.ndarray:
+    """torchaudio's windowed-sinc definition evaluated term by term in float64: output j at input time j * orig / new,
+    Hann-windowed sinc over 6 zero crossings at 0.99 of the lower Nyquist frequency, unit DC gain."""
+    cutoff = 0.99 * min(orig, new) / orig  # cycles per input sample, times 2
+    out = np.zeros(-(-new * len(signal) // orig))
+    samples = np.arange(len(signal))
+    for j in range(len(out)):
+        x = np.clip((samples - j * orig / new) * cutoff, -6, 6)
+        out[j] = np.sum(signal * np.sinc(x) * np.cos(x * np.pi / 12) ** 2) * cutoff
+    return out
+
+
+@pytest.mark.parametrize("orig", [16001, 48001, 7919])
+def test_odd_rates_resample_exactly(orig):
+    signal = seeded_noise(0.05, 23, orig).astype(np.float64)
+    ours = resample(torch.from_numpy(signal), orig, SR).numpy()
+    np.testing.assert_allclose(ours, naive_resample(signal, orig, SR), rtol=0, atol=1e-12)
+
+
+def test_odd_rates_run_in_bounded_memory():
+    """16001 Hz used to build a 16000-phase filter bank (7.8 GiB more peak RSS); 48001 Hz was OOM-killed at 22 GB.
+    Now: about 120 MiB over the baseline for 10 s clips at three odd rates (31 MiB at the native 16 kHz)."""
+    script = (
+        "import resource, numpy as np\n"
+        "from modeling_ast import ASTFeatureExtractor\n"
+        "fe = ASTFeatureExtractor()\n"
+        "baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "for rate in (16001, 48001, 44099):\n"
+        "    fe(np.zeros(rate // 20, 'f4') + 0.1, sampling_rate=rate)\n"
+        "    fe(np.zeros(rate * 10, 'f4') + 0.1, sampling_rate=rate)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    extra_mib = float(result.stdout)
+    assert extra_mib < 250, f"odd rates grew the peak RSS by {extra_mib:.0f} MiB"
 
 
 def test_mel_banks_layout():
