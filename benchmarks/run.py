@@ -95,11 +95,14 @@ def bench_features(repeats: int) -> list[Row]:
     return rows
 
 
-def twin_models() -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The base (ViT-B, 527 labels) built-in AST with random weights, and ours carrying the same weights."""
+def twin_models(**config: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The built-in AST with random weights, and ours carrying the same weights: the base model (ViT-B, 527 labels)
+    unless `config` overrides fields both configs share (hidden_size, num_hidden_layers, ...)."""
     torch.manual_seed(0)
-    builtin = transformers.ASTForAudioClassification(transformers.ASTConfig(num_labels=527, layer_norm_eps=1e-6))
-    ours = ASTForAudioClassification(ASTConfig(num_labels=527, head_layer_norm_eps=1e-6))
+    builtin = transformers.ASTForAudioClassification(
+        transformers.ASTConfig(num_labels=527, layer_norm_eps=1e-6, **config)
+    )
+    ours = ASTForAudioClassification(ASTConfig(num_labels=527, head_layer_norm_eps=1e-6, **config))
     ours.load_state_dict(from_transformers_ast(builtin.state_dict())[0])
     return builtin.eval(), ours.eval()
 
