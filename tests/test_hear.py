@@ -169,7 +169,7 @@ def test_default_model_loads_the_published_transformers_checkpoint(loopback_hub)
     spectrogram = torch.randn(2, 64, 128, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         expected = builtin.audio_spectrogram_transformer(spectrogram).pooler_output
-        torch.testing.assert_close(model.encoder(spectrogram).pooler_output, expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(model.encoder(spectrogram).pooler_output, expected, atol=1e-6, rtol=0)  # measured 0
     assert model.feature_extractor.max_length == 64 and model.sample_rate == RATE
 
 
