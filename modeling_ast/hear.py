@@ -17,17 +17,19 @@ AudioSet models):
   Longer sounds are cut into consecutive windows of `max_length` frames, the last one moved back to end at the last
   frame so that every window is full (the rule of `long_audio.plan_windows`), and their clip embeddings are averaged.
 * Timestamp embeddings: the frequency mean of the final patch states of one time column of the patch grid. A column
-  is 16 frames (165 ms of audio); its frequency rows describe that stretch together, and their mean keeps the size D
-  instead of f * D (9216 for 12 rows), a size HEAR's shallow downstream models handle. The final layer is the one the
-  encoder's training shaped; its patch states are contextual (every block attends across the window).
+  is 16 frames (175 ms of audio); its frequency rows describe that stretch together, and their mean keeps the size D
+  instead of f * D (9216 for 12 rows), a size HEAR's shallow downstream models handle. The final layer is used because
+  its patch states are contextual (every block attends across the window) and normalised like the clip embedding;
+  whether an earlier layer serves HEAR's tasks better was not measured here.
   Columns are `time_stride` frames apart: 100 ms for the usual stride 10, too coarse for HEAR's 50 ms. Interpolating
   between columns would add timestamps but no time resolution, so instead the encoder runs `time_stride // hop`
   times per window on the spectrogram shifted by `hop` frames each time (`hop` the largest divisor of `time_stride`
   that is at most 50 ms: stride 10 gives 2 runs 50 ms apart, 12 gives 3 runs 40 ms apart, 14 gives 7 runs 20 ms
   apart, 16 gives 4 runs 40 ms apart). The runs' columns interleave into a regular grid in which every embedding is
-  a column centred on its timestamp. Half a patch (8 frames) of padding before the first frame centres the first
-  column on the start of the sound: Kaldi frame i spans [10 i, 10 i + 25) ms, so at 16 kHz and stride 10 timestamp k
-  is 7.5 + 50 k ms, up to the last one not after the end of the sound (computed from k, so long sounds do not drift).
+  a column centred on its timestamp. Half a patch (8 frames) of padding frames (the padding value the model saw after
+  short training clips) before the first frame centres the first column on the start of the sound: Kaldi frame i
+  spans [10 i, 10 i + 25) ms, so at 16 kHz and stride 10 timestamp k is 7.5 + 50 k ms, up to the last one not after
+  the end of the sound (computed from k, so long sounds do not drift).
   A run covers at most the `max_length` frames the positional grid was learned for (t0 columns), so a window holds
   runs * t0 timestamps (202, 10.1 s, for the AudioSet models); windows follow each other, the last one moved back to
   end at the end, and each timestamp comes from the first window that holds it, so its embedding depends only on the
@@ -43,6 +45,7 @@ with silence to one frame; shorter than a patch, it gets padding frames like any
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -91,7 +94,7 @@ class TimestampGrid:
         return self.runs * self.columns
 
 
-def timestamp_grid(config: ASTConfig, frame: FrameSpec, sample_rate: int) -> TimestampGrid:
+def _timestamp_grid(config: ASTConfig, frame: FrameSpec, sample_rate: int) -> TimestampGrid:
     """The grid for a model: the largest hop that divides `time_stride` and is at most `_MAX_HOP_MS`."""
     max_hop = max(1, _MAX_HOP_MS * sample_rate // (1000 * frame.shift))
     hop = max(d for d in range(1, min(max_hop, config.time_stride) + 1) if config.time_stride % d == 0)
@@ -132,7 +135,7 @@ class ASTHearModel(nn.Module):
         self.timestamp_embedding_size = int(config.hidden_size)
         self.window_batch_size = window_batch_size
         self.frame = FrameSpec.for_rate(self.sample_rate)
-        self.grid = timestamp_grid(config, self.frame, self.sample_rate)
+        self.grid = _timestamp_grid(config, self.frame, self.sample_rate)
 
     def train(self, mode: bool = True) -> ASTHearModel:
         """Embeddings are inference only: the encoder stays in eval mode (no dropout, no patchout)."""
@@ -191,7 +194,7 @@ class ASTHearModel(nn.Module):
         return self.grid.hop_frames * self.frame.shift
 
 
-def window_starts(total: int, size: int) -> list[int]:
+def _window_starts(total: int, size: int) -> list[int]:
     """Starts of consecutive windows of `size` over `total` positions, the last moved back to end at the end (one
     window at 0 when `total <= size`): the rule of `long_audio.plan_windows`, here over frames or timestamps."""
     if total <= size:
@@ -199,13 +202,13 @@ def window_starts(total: int, size: int) -> list[int]:
     return list(range(0, total - size, size)) + [total - size]
 
 
-def load_model(model_file_path: str = "", window_batch_size: int = 8) -> ASTHearModel:
+def load_model(model_file_path: str | os.PathLike = "", window_batch_size: int = 8) -> ASTHearModel:
     """The HEAR model of a checkpoint: a directory or Hub id of any `ASTModel` or `ASTForAudioClassification`
     checkpoint (ours or transformers' built-in AST format; a classifier gives its encoder), with its
     preprocessor_config.json. "" loads `DEFAULT_MODEL`. The model is returned on the CPU in eval mode."""
-    path = model_file_path or DEFAULT_MODEL
-    if not isinstance(path, str):
-        raise ValueError(f"model_file_path must be a directory or Hub id (str), got {type(path).__name__}")
+    if not isinstance(model_file_path, (str, os.PathLike)):
+        raise ValueError(f"model_file_path must be a directory or Hub id, got {type(model_file_path).__name__}")
+    path = os.fspath(model_file_path) or DEFAULT_MODEL
     encoder = ASTModel.from_pretrained(path)
     try:
         feature_extractor = ASTFeatureExtractor.from_pretrained(path)
@@ -223,11 +226,11 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: ASTHearModel) -> tuple[
     audio = _checked_audio(audio, model)
     grid = model.grid
     count = model.timestamp_count(audio.shape[1])
-    window_firsts = window_starts(count, grid.window)
+    window_firsts = _window_starts(count, grid.window)
     runs = [(first, run) for first in window_firsts for run in range(grid.runs)]
     starts = [grid.hop_frames * (first + run) for first, run in runs]
     features = model.padded(model.raw_features(audio), grid.left_pad, max(starts) + grid.run_frames)
-    columns = model.encode(features, starts, grid.run_frames, clip=False)  # (n, runs, t0, D)
+    columns = model.encode(features, starts, grid.run_frames, clip=False)  # (n, windows * runs, t0, D)
 
     # Timestamp of each column, and whether its window is the first to hold it.
     first = torch.tensor([first for first, _ in runs])[:, None]
@@ -237,7 +240,7 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: ASTHearModel) -> tuple[
     keep = (index >= owner_start) & (index < count)
     embeddings = columns.new_full((columns.shape[0], count, columns.shape[-1]), float("nan"))  # NaN shows a gap
     embeddings[:, index[keep].to(columns.device)] = columns[:, keep.to(columns.device)]
-    timestamps = model.timestamps(count).to(columns.device).expand(audio.shape[0], -1)
+    timestamps = model.timestamps(count).to(columns.device).repeat(audio.shape[0], 1)
     return embeddings, timestamps
 
 
@@ -247,7 +250,7 @@ def get_scene_embeddings(audio: torch.Tensor, model: ASTHearModel) -> torch.Tens
     audio = _checked_audio(audio, model)
     length = model.encoder.config.max_length
     raw = model.raw_features(audio)
-    starts = window_starts(raw.shape[1], length)
+    starts = _window_starts(raw.shape[1], length)
     return model.encode(model.padded(raw, 0, length), starts, length, clip=True).mean(dim=1)
 
 

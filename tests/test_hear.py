@@ -131,7 +131,7 @@ def test_every_timestamp_of_long_audio_is_filled(model):
 
 def test_checkpoint_directory_gives_the_classifiers_encoder(checkpoint):
     directory, classifier = checkpoint
-    model = hear.load_model(str(directory))
+    model = hear.load_model(directory)
     assert isinstance(model, hear.ASTHearModel) and not model.encoder.training
     for name, value in classifier.ast.state_dict().items():
         assert torch.equal(model.encoder.state_dict()[name], value), name
