@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels", help="label names: a .csv (display_name column), .json or .txt file, or a comma-separated list"
     )
     parser.add_argument("--problem_type", choices=PROBLEM_TYPES, default=None, help="loss / pipeline output function")
-    parser.add_argument("--frequency_stride", type=int, default=None, help="new frequency stride (default: the source's)")
+    parser.add_argument(
+        "--frequency_stride", type=int, default=None, help="new frequency stride (default: the source's)"
+    )
     parser.add_argument("--time_stride", type=int, default=None, help="new time stride (default: the source's)")
     parser.add_argument(
         "--stride_mapping", choices=("frames", "index"), default="frames",
@@ -57,23 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
 
-    from modeling_ast import ASTConfig
     from modeling_ast.conversion.adapt import save_adapted_ast
-    from modeling_ast.conversion.common import read_label_names
+    from modeling_ast.conversion.common import describe_model_dir, read_label_names, run_cli
 
-    try:
+    def adapt() -> str:
         labels = args.pop("labels")
-        output = save_adapted_ast(id2label=None if labels is None else read_label_names(labels), **args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    config = ASTConfig.from_pretrained(output)
-    print(
-        f"wrote {output}: grid {config.patch_grid} ({config.max_length} frames, strides "
-        f"{config.frequency_stride}/{config.time_stride}), {config.num_labels} labels, "
-        f"problem_type={config.problem_type}"
-    )
-    return 0
+        id2label = None if labels is None else read_label_names(labels)
+        return describe_model_dir(save_adapted_ast(id2label=id2label, **args))
+
+    return run_cli(adapt)
 
 
 if __name__ == "__main__":

@@ -60,15 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+
+    from modeling_ast.conversion.common import run_cli
     from modeling_ast.conversion.original import convert_original_checkpoint
 
-    try:
-        report = convert_original_checkpoint(**vars(args))
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(report.summary())
-    return 0
+    return run_cli(lambda: convert_original_checkpoint(**vars(args)).summary())
 
 
 if __name__ == "__main__":

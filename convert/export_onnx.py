@@ -29,16 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
 
     from modeling_ast import ASTForAudioClassification
+    from modeling_ast.conversion.common import run_cli
     from modeling_ast.conversion.onnx import export_onnx
 
-    try:
-        model = ASTForAudioClassification.from_pretrained(args.pop("model_dir"))
-        path = export_onnx(model, **args)
-    except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {path}" + (f" and {path.with_suffix('.int8.onnx')}" if args["quantize_int8"] else ""))
-    return 0
+    def export() -> str:
+        path = export_onnx(ASTForAudioClassification.from_pretrained(args.pop("model_dir")), **args)
+        return f"wrote {path}" + (f" and {path.with_suffix('.int8.onnx')}" if args["quantize_int8"] else "")
+
+    return run_cli(export)
 
 
 if __name__ == "__main__":

@@ -29,12 +29,14 @@ import sys
 from pathlib import Path
 
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+# Options that are `ASTConfig` fields of the audio side (the encoder's come from the checkpoint).
+CONFIG_FIELDS = ("max_length", "frequency_stride", "time_stride", "num_mel_bins", "problem_type")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "source",
+        "state_dict_or_path", metavar="source",
         help="timm checkpoint file, or a transformers / timm ViT/DeiT checkpoint directory or Hub repository id",
     )
     parser.add_argument("output_dir", type=Path, help="directory to write (must be empty or absent, see --overwrite)")
@@ -68,48 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = vars(build_parser().parse_args(argv))
 
     from modeling_ast import ASTConfig
-    from modeling_ast.conversion.common import read_label_names
+    from modeling_ast.conversion.common import describe_model_dir, read_label_names, run_cli
     from modeling_ast.conversion.imagenet import save_ast_from_imagenet
 
-    labels = {"num_labels": args.num_labels} if args.num_labels is not None else {}
-    normalisation = {name: getattr(args, name) for name in ("mean", "std") if getattr(args, name) is not None}
-    try:
-        if args.labels is not None:
-            labels = {"id2label": dict(enumerate(read_label_names(args.labels)))}
-        config = ASTConfig(
-            max_length=args.max_length,
-            frequency_stride=args.frequency_stride,
-            time_stride=args.time_stride,
-            num_mel_bins=args.num_mel_bins,
-            problem_type=args.problem_type,
-            **labels,
-        )
-        output = save_ast_from_imagenet(
-            args.source,
-            args.output_dir,
-            config,
-            add_classifier=not args.no_classifier,
-            num_attention_heads=args.num_attention_heads,
-            layer_norm_eps=args.layer_norm_eps,
-            imagenet_grid=args.imagenet_grid,
-            seed=args.seed,
-            overwrite=args.overwrite,
-            **normalisation,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    config = ASTConfig.from_pretrained(output)
-    print(
-        f"wrote {output}: D={config.hidden_size}, {config.num_hidden_layers} layers, {config.num_attention_heads} "
-        f"heads, layer_norm_eps={config.layer_norm_eps:g}, grid {config.patch_grid} ({config.max_length} frames, "
-        f"strides {config.frequency_stride}/{config.time_stride})"
-        + (" (encoder only)" if args.no_classifier else f", {config.num_labels} labels")
-    )
-    return 0
+    config_fields = {name: args.pop(name) for name in CONFIG_FIELDS}
+    labels, num_labels = args.pop("labels"), args.pop("num_labels")
+    for name in ("mean", "std"):  # absent: save_ast_from_imagenet's default, AudioSet's statistics
+        if args[name] is None:
+            del args[name]
+
+    def convert() -> str:
+        if labels is not None:
+            config_fields["id2label"] = dict(enumerate(read_label_names(labels)))
+        elif num_labels is not None:
+            config_fields["num_labels"] = num_labels
+        add_classifier = not args.pop("no_classifier")
+        output = save_ast_from_imagenet(config=ASTConfig(**config_fields), add_classifier=add_classifier, **args)
+        return describe_model_dir(output)
+
+    return run_cli(convert)
 
 
 if __name__ == "__main__":

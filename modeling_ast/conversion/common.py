@@ -8,7 +8,8 @@ import io
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -27,9 +28,11 @@ __all__ = [
     "build_model",
     "check_label_names",
     "dataset_preset",
+    "describe_model_dir",
     "load_encoder",
     "push_folder_to_hub",
     "read_label_names",
+    "run_cli",
     "save_model_dir",
     "shape_mismatches",
 ]
@@ -133,7 +136,9 @@ def check_label_names(names: Sequence, where: str) -> None:
         raise ValueError(f"{where}: labels {bad[:10]} are empty or not strings")
     seen: dict[str, int] = {}
     repeated = [
-        f"{name!r} ({seen[name]} and {index})" for index, name in enumerate(names) if seen.setdefault(name, index) != index
+        f"{name!r} ({seen[name]} and {index})"
+        for index, name in enumerate(names)
+        if seen.setdefault(name, index) != index
     ]
     if repeated:
         raise ValueError(f"{where}: label names must be unique (label2id maps names back to classes): {repeated[:10]}")
@@ -294,3 +299,31 @@ def push_folder_to_hub(
         folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message="Upload a converted AST checkpoint"
     )
     return str(getattr(commit, "commit_url", commit))
+
+
+# ----------------------------------------------------------------------------------------------------------- CLIs
+
+
+def describe_model_dir(path: str | os.PathLike) -> str:
+    """One line about a written model directory: class, architecture, grid, strides and labels (for the CLIs)."""
+    config = ASTConfig.from_pretrained(path)
+    classifier = "ASTForAudioClassification" in (config.architectures or [])
+    return (
+        f"wrote {path}: {'ASTForAudioClassification' if classifier else 'ASTModel'}, D={config.hidden_size}, "
+        f"{config.num_hidden_layers} layers, {config.num_attention_heads} heads, "
+        f"layer_norm_eps={config.layer_norm_eps:g}, grid {config.patch_grid} ({config.max_length} frames, strides "
+        f"{config.frequency_stride}/{config.time_stride})"
+        + (f", {config.num_labels} labels, problem_type={config.problem_type}" if classifier else "")
+    )
+
+
+def run_cli(work: Callable[[], str]) -> int:
+    """A converter CLI's exit status: 0 after printing what `work` returns, 1 after printing `error: ...` (without a
+    traceback) when it raises ValueError or OSError (bad input, a missing, unreadable or unwritable file)."""
+    try:
+        message = work()
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(message)
+    return 0

@@ -184,6 +184,11 @@ def is_transformers_ast_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bo
     )
 
 
+def _split_model_prefix(key: str, prefix: str, replacement: str) -> tuple[str, str]:
+    """(`replacement`, rest of `key`) when `key` starts with the model prefix `prefix`, else ("", `key`)."""
+    return (replacement, key[len(prefix):]) if key.startswith(prefix) else ("", key)
+
+
 def _fused_qkv(fused_key: str, parts: dict[int, tuple[str, torch.Tensor]]) -> torch.Tensor:
     """Rows q, k, v of one fused projection; raises ValueError naming the source keys when they do not fit."""
     if sorted(parts) != [0, 1, 2]:
@@ -208,11 +213,8 @@ def from_transformers_ast(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[
     qkv_parts: dict[str, dict[int, tuple[str, torch.Tensor]]] = {}
     unknown: list[str] = []
     for key, tensor in state_dict.items():
-        prefix, body = "", key
-        if key.startswith(TRANSFORMERS_PREFIX):
-            prefix, body = OUR_PREFIX, key[len(TRANSFORMERS_PREFIX):]
-        qkv = _QKV_FROM_TRANSFORMERS.fullmatch(body)
-        if qkv:
+        prefix, body = _split_model_prefix(key, TRANSFORMERS_PREFIX, OUR_PREFIX)
+        if qkv := _QKV_FROM_TRANSFORMERS.fullmatch(body):
             layer = qkv.group(1) or qkv.group(3)
             part = qkv.group(2) or qkv.group(4)
             fused_key = f"{prefix}blocks.{layer}.attn.qkv.{qkv.group(5)}"
@@ -235,11 +237,8 @@ def to_transformers_ast(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
     """
     converted: dict[str, torch.Tensor] = {}
     for key, tensor in state_dict.items():
-        prefix, body = "", key
-        if key.startswith(OUR_PREFIX):
-            prefix, body = TRANSFORMERS_PREFIX, key[len(OUR_PREFIX):]
-        qkv = _QKV_OURS.fullmatch(body)
-        if qkv:
+        prefix, body = _split_model_prefix(key, OUR_PREFIX, TRANSFORMERS_PREFIX)
+        if qkv := _QKV_OURS.fullmatch(body):
             for part, rows in zip(("query", "key", "value"), tensor.chunk(3, dim=0)):
                 converted[prefix + _QKV_TO_TRANSFORMERS.format(part=part, **qkv.groupdict())] = rows.clone()
             continue

@@ -181,23 +181,18 @@ class OriginalLayout:
         return self.to_config().patch_grid
 
     def to_config(self, **kwargs) -> ASTConfig:
-        """An `ASTConfig` of this architecture with the original LayerNorm epsilons; `kwargs` add labels etc."""
+        """An `ASTConfig` of this architecture with the original LayerNorm epsilons; `kwargs` add labels etc.
+
+        The fields are the config's, so they pass by name; the label count goes in through `kwargs` (id2label).
+        """
+        fields = {name: value for name, value in dataclasses.asdict(self).items() if name != "num_labels"}
         return ASTConfig(
-            hidden_size=self.hidden_size,
-            num_hidden_layers=self.num_hidden_layers,
-            num_attention_heads=self.num_attention_heads,
-            intermediate_size=self.intermediate_size,
+            **fields,
             hidden_act="gelu",
             hidden_dropout_prob=0.0,
             attention_probs_dropout_prob=0.0,
             layer_norm_eps=ENCODER_LAYER_NORM_EPS,
             head_layer_norm_eps=HEAD_LAYER_NORM_EPS,
-            patch_size=self.patch_size,
-            qkv_bias=self.qkv_bias,
-            frequency_stride=self.frequency_stride,
-            time_stride=self.time_stride,
-            max_length=self.max_length,
-            num_mel_bins=self.num_mel_bins,
             **kwargs,
         )
 

@@ -22,7 +22,9 @@ def parse_reported_metric(checkpoint_name: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def reported_metric_text(reported_metric: float | str | None, checkpoint_name: str, preset: DatasetPreset | None) -> str:
+def reported_metric_text(
+    reported_metric: float | str | None, checkpoint_name: str, preset: DatasetPreset | None
+) -> str:
     """The model card's "reported metric" cell: the given score, else the one in the file name, else none."""
     note = ""
     if reported_metric is None:
