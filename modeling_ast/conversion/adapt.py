@@ -248,5 +248,7 @@ def _source_normalisation(model_or_dir) -> tuple[float, float]:
         preprocessor = Path(model_or_dir) / "preprocessor_config.json"
         if preprocessor.is_file():
             values = read_json_file(preprocessor)
+            if not isinstance(values, dict):
+                raise ValueError(f"{preprocessor} holds a JSON {type(values).__name__}, expected an object")
             return float(values.get("mean", AUDIOSET_MEAN)), float(values.get("std", AUDIOSET_STD))
     return AUDIOSET_MEAN, AUDIOSET_STD

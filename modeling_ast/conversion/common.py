@@ -229,7 +229,7 @@ def build_model(config: ASTConfig, add_classifier: bool, seed: int | None) -> AS
 
 
 def shape_mismatches(
-    weights: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], name=lambda key: key
+    weights: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], name: Callable[[str], str] = str
 ) -> list[str]:
     """"key: expected (..), got (..)" for every tensor of `weights` whose shape differs from `expected[key]`;
     `name` turns our key into the one a user would recognise (the source checkpoint's)."""

@@ -42,7 +42,9 @@ def warn_non_finite(tensors: Mapping[str, torch.Tensor], source: str) -> list[st
     A checkpoint with such weights loads and converts, but every output it produces is NaN.
     """
     bad = sorted(
-        key for key, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+        key
+        for key, tensor in tensors.items()
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not torch.isfinite(tensor).all()
     )
     if bad:
         more = f", ... ({len(bad) - _MAX_LISTED} more)" if len(bad) > _MAX_LISTED else ""

@@ -27,15 +27,21 @@ from collections.abc import Iterable, Mapping
 import torch
 
 __all__ = [
+    "AST_KEY_PREFIXES",
     "DATA_PARALLEL_PREFIX",
     "KeyMap",
     "ORIGINAL",
     "ORIGINAL_ANCHOR_KEYS",
     "ORIGINAL_UNUSED_PREFIXES",
+    "OUR_PREFIX",
     "TIMM",
     "TIMM_IGNORED",
     "TRANSFORMERS_AST",
+    "TRANSFORMERS_PREFIX",
     "TRANSFORMERS_VIT_IGNORED",
+    "TRANSFORMERS_VIT_PATCH_KEY",
+    "TRANSFORMERS_VIT_PREFIXES",
+    "WRAPPER_PREFIXES",
     "from_transformers_ast",
     "is_transformers_ast_state_dict",
     "key_pattern",

@@ -1,17 +1,9 @@
 """Convert the AST authors' released `.pth` checkpoints (github.com/YuanGongND/ast) into this package's format.
 
 The authors saved their models from `torch.nn.DataParallel`, so every key starts with `module.`; below that the
-layout is timm 0.4.5's DeiT under `v.` plus the audio head `mlp_head`:
-
-    v.cls_token (1, 1, D)            -> ast.embeddings.cls_token
-    v.dist_token (1, 1, D)           -> ast.embeddings.dist_token
-    v.pos_embed (1, 2 + f*t, D)      -> ast.embeddings.pos_embed
-    v.patch_embed.proj.* (D, 1, 16, 16) -> ast.embeddings.patch_embed.proj.*
-    v.blocks.{i}.*                   -> ast.blocks.{i}.*  (norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2)
-    v.norm.*                         -> ast.norm.*
-    mlp_head.0.* (LayerNorm)         -> classifier.norm.*
-    mlp_head.1.* (num_labels, D)     -> classifier.fc.*
-    v.head.*, v.head_dist.*          dropped (DeiT's ImageNet heads, never used by AST)
+layout is timm 0.4.5's DeiT under `v.` plus the audio head `mlp_head` (LayerNorm, Linear), renamed to ours by
+`layouts.ORIGINAL` (`v.blocks.{i}.attn.qkv.weight` -> `ast.blocks.{i}.attn.qkv.weight`, `mlp_head.1.weight` ->
+`classifier.fc.weight`, ...). DeiT's ImageNet heads `v.head`, `v.head_dist`, never used by AST, are dropped.
 
 Nothing in the file says how it was trained, so the converter infers it from tensor shapes:
 
