@@ -33,7 +33,7 @@ import torch
 import transformers
 
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
-from modeling_ast.checkpoint_layouts import from_transformers_ast
+from modeling_ast.conversion.layouts import from_transformers_ast
 
 Row = tuple[str, str, float, str, float, str]  # case, reference, reference value, ours, our value, ratio text
 

@@ -53,8 +53,9 @@ from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArg
 from transformers.trainer_utils import PredictionOutput
 
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification  # also registers "ast"
-from modeling_ast.conversion.imagenet import AUDIOSET_MEAN, AUDIOSET_STD, ast_from_imagenet
-from modeling_ast.conversion.new_task import adapt_pretrained_ast
+from modeling_ast.conversion.adapt import adapt_pretrained_ast
+from modeling_ast.conversion.common import AUDIOSET_MEAN, AUDIOSET_STD
+from modeling_ast.conversion.imagenet import ast_from_imagenet
 from modeling_ast.training.augment import AugmentConfig
 from modeling_ast.training.averaging import WeightAveragingCallback
 from modeling_ast.training.data import (

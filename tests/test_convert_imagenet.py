@@ -7,6 +7,7 @@ transformers' ViT / DeiT is checked live on small random models, on inputs where
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -18,12 +19,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import (
     AutoFeatureExtractor,
     DeiTConfig,
     DeiTForImageClassificationWithTeacher,
-    DeiTModel,
     ViTConfig,
     ViTForImageClassification,
     ViTModel,
@@ -41,16 +41,20 @@ from imagenet_layout import (
     timm_vit_shapes,
 )
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, ASTModel
+from modeling_ast.conversion.adapt import adapt_pretrained_ast, save_adapted_ast
+from modeling_ast.conversion.common import read_label_names
 from modeling_ast.conversion.imagenet import _num_heads, ast_from_imagenet, save_ast_from_imagenet
-from modeling_ast.conversion.new_task import adapt_pretrained_ast, read_label_names, save_adapted_ast
 from modeling_ast.conversion.positional import adapt_axis, adapt_grid, middle_crop_start
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "imagenet_adaptation_reference.npz"
 IMAGENET_CLI = REPO_ROOT / "convert" / "imagenet_to_ast.py"
 ADAPT_CLI = REPO_ROOT / "convert" / "adapt_pretrained.py"
-GRID_TOLERANCE = 1e-5
-LOGIT_TOLERANCE = 1e-4
+# Measured against the authors' code: grids 0.0 (the same F.interpolate calls), logits <= 1.4e-6 (float32 noise).
+GRID_TOLERANCE = 1e-7  # two float32 steps at the grids' magnitude (<= 0.5)
+LOGIT_TOLERANCE = 5e-6
+# transformers' ViT / DeiT compute the same encoder with other float32 operations: measured <= 4.9e-6.
+HIDDEN_STATE_TOLERANCE = 2e-5
 # A small timm DeiT: 128-d (2 heads), 2 blocks, 8 x 8 ImageNet grid (a 128 x 128 image).
 SMALL_DEIT = dict(embed_dim=128, depth=2, mlp_dim=256, num_patches=64)
 
@@ -287,7 +291,7 @@ def test_transformers_deit_is_exactly_equivalent(tmp_path: Path, layer_norm_eps:
         with torch.no_grad():
             ours = model.ast(spectrogram).last_hidden_state
         difference = (ours - expected).abs().max().item()
-        assert difference < 1e-4, f"{name}: {difference}"
+        assert difference < HIDDEN_STATE_TOLERANCE, f"{name}: {difference}"
 
 
 def test_transformers_vit_matches_with_the_cls_copy(tmp_path: Path) -> None:
@@ -306,7 +310,7 @@ def test_transformers_vit_matches_with_the_cls_copy(tmp_path: Path) -> None:
             continue  # only the layout is checked for the random, unperturbed model
         with torch.no_grad():
             ours = model(spectrogram).last_hidden_state
-        assert (ours - expected).abs().max().item() < 1e-4
+        assert (ours - expected).abs().max().item() < HIDDEN_STATE_TOLERANCE
 
 
 def test_hub_repositories_of_transformers_and_timm(loopback_hub, tmp_path: Path) -> None:
@@ -320,7 +324,7 @@ def test_hub_repositories_of_transformers_and_timm(loopback_hub, tmp_path: Path)
     with torch.no_grad():
         expected = teacher.deit(pixel_values=_as_image(spectrogram)).last_hidden_state
         ours = ast_from_imagenet("org/tiny-deit", AST_FOR_HF).ast(spectrogram).last_hidden_state
-    assert (ours - expected).abs().max().item() < 1e-4
+    assert (ours - expected).abs().max().item() < HIDDEN_STATE_TOLERANCE
 
     timm_dir = tmp_path / "timm"
     timm_dir.mkdir()
@@ -455,7 +459,8 @@ def test_new_task_other_strides_map_patch_positions(small_audioset, stride: int,
         return (1 - wr) * top + wr * bottom
 
     for row, col in [(0, 0), (1, 1), (rows - 1, cols - 1), (rows // 2, cols // 3), (rows - 2, 1)]:
-        torch.testing.assert_close(grid[row, col].to(torch.float64), expected(row, col), atol=1e-6, rtol=0)
+        # float32 rounding of the interpolated values (measured 7e-9)
+        torch.testing.assert_close(grid[row, col].to(torch.float64), expected(row, col), atol=1e-7, rtol=0)
     with torch.no_grad():
         assert model(torch.randn(1, frames, 128)).logits.shape == (1, 10)
 
@@ -501,7 +506,7 @@ def test_new_task_from_transformers_builtin_ast(tmp_path: Path) -> None:
     with torch.no_grad():
         expected = builtin.audio_spectrogram_transformer(spectrogram).last_hidden_state
         ours = same_grid.ast(spectrogram).last_hidden_state
-    assert (ours - expected).abs().max().item() < 1e-4
+    assert (ours - expected).abs().max().item() < 1e-6  # the same float operations: measured 0.0
     esc = adapt_pretrained_ast(tmp_path / "builtin", 512, 50)
     assert esc.config.patch_grid == (12, 50)
 
@@ -514,6 +519,14 @@ def test_read_label_names(tmp_path: Path) -> None:
     assert read_label_names(tmp_path / "labels.json") == ["a", "b"]
     assert read_label_names(tmp_path / "labels.txt") == ["x", "y"]
     assert read_label_names("yes, no") == ["yes", "no"]
+
+
+def test_read_label_names_does_not_take_a_missing_file_for_a_name(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="labels.csv does not exist"):
+        read_label_names(str(tmp_path / "labels.csv"))
+    (tmp_path / "labels.txt").write_text("dog\ncat\ndog\n")
+    with pytest.raises(ValueError, match=r"labels\.txt: label names must be unique.*'dog' \(0 and 2\)"):
+        read_label_names(tmp_path / "labels.txt")
 
 
 # ------------------------------------------------------------------------------------------------------ bad input
@@ -567,13 +580,65 @@ def test_new_task_rejects_non_ast_directory(tmp_path: Path) -> None:
         adapt_pretrained_ast(tmp_path / "vit", 512, 50)
 
 
+def test_corrupt_safetensors_are_named(tmp_path: Path, small_audioset) -> None:
+    """A truncated download: every reader names the file instead of raising safetensors' bare SafetensorError."""
+    save_file(small_timm(), tmp_path / "deit.safetensors")
+    truncated = (tmp_path / "deit.safetensors").read_bytes()[:-100]
+    (tmp_path / "deit.safetensors").write_bytes(truncated)
+    with pytest.raises(ValueError, match=r"could not read safetensors file .*deit\.safetensors"):
+        ast_from_imagenet(tmp_path / "deit.safetensors")
+    small_audioset.save_pretrained(tmp_path / "source")
+    weights = tmp_path / "source" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=r"could not read safetensors file .*source/model\.safetensors"):
+        adapt_pretrained_ast(tmp_path / "source", 512, 50)
+    (tmp_path / "source" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"source/config\.json is not a valid UTF-8 JSON file"):
+        adapt_pretrained_ast(tmp_path / "source", 512, 50)
+
+
+def test_wrong_qkv_shape_is_named(tmp_path: Path, small_audioset) -> None:
+    small_audioset.save_pretrained(tmp_path / "source")
+    weights = load_file(tmp_path / "source" / "model.safetensors")
+    weights["ast.blocks.1.attn.qkv.weight"] = weights["ast.blocks.1.attn.qkv.weight"][:64].contiguous()
+    save_file(weights, tmp_path / "source" / "model.safetensors")
+    with pytest.raises(ValueError, match=r"blocks\.1\.attn\.qkv\.weight: expected \(192, 64\), got \(64, 64\)"):
+        adapt_pretrained_ast(tmp_path / "source", 512, 50)
+
+    builtin = transformers.ASTForAudioClassification(
+        transformers.ASTConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128)
+    )
+    builtin.save_pretrained(tmp_path / "builtin")
+    weights = load_file(tmp_path / "builtin" / "model.safetensors")
+    key = "audio_spectrogram_transformer.encoder.layer.0.attention.attention.key.weight"
+    weights[key] = weights[key][:, :32].contiguous()
+    save_file(weights, tmp_path / "builtin" / "model.safetensors")
+    with pytest.raises(ValueError, match=rf"into ast\.blocks\.0\.attn\.qkv\.weight: .*{key} \(64, 32\)"):
+        adapt_pretrained_ast(tmp_path / "builtin", 512, 50)
+
+
+def test_nan_weights_are_named_in_a_warning(small_audioset, caplog) -> None:
+    source = small_timm()
+    source["blocks.1.mlp.fc2.weight"][0, 0] = float("nan")
+    with caplog.at_level("WARNING"):
+        ast_from_imagenet(source, ASTConfig(max_length=128))
+    assert "the state dict given: NaN or infinite values in blocks.1.mlp.fc2.weight" in caplog.text
+    caplog.clear()
+    poisoned = copy.deepcopy(small_audioset)
+    with torch.no_grad():
+        poisoned.ast.norm.bias[3] = float("inf")
+    with caplog.at_level("WARNING"):
+        adapt_pretrained_ast(poisoned, 512, 50)
+    assert "the ASTModel given: NaN or infinite values in norm.bias" in caplog.text
+
+
 # ------------------------------------------------------------------------------------------------------------ CLIs
 
 
 @pytest.mark.parametrize("cli", [IMAGENET_CLI, ADAPT_CLI])
 def test_cli_help(cli: Path) -> None:
     result = subprocess.run([sys.executable, str(cli), "--help"], capture_output=True, text=True, check=True)
-    assert "--max-length" in result.stdout and "--num-labels" in result.stdout and "--tstride" in result.stdout
+    assert "--max_length" in result.stdout and "--num_labels" in result.stdout and "--time_stride" in result.stdout
 
 
 def _run_cli(cli: Path, *args: str) -> subprocess.CompletedProcess:
@@ -589,8 +654,9 @@ def _run_cli(cli: Path, *args: str) -> subprocess.CompletedProcess:
 def test_cli_convert_then_adapt(tmp_path: Path) -> None:
     torch.save(small_timm(), tmp_path / "deit_small.pth")
     result = _run_cli(
-        IMAGENET_CLI, tmp_path / "deit_small.pth", tmp_path / "imagenet_ast", "--max-length", "1024",
-        "--fstride", "10", "--tstride", "10", "--labels", "a,b,c", "--problem-type", "multi_label_classification",
+        IMAGENET_CLI, tmp_path / "deit_small.pth", tmp_path / "imagenet_ast", "--max_length", "1024",
+        "--frequency_stride", "10", "--time_stride", "10", "--labels", "a,b,c",
+        "--problem_type", "multi_label_classification",
     )
     assert result.returncode == 0, result.stderr
     files = {path.name for path in (tmp_path / "imagenet_ast").iterdir()}
@@ -611,8 +677,8 @@ def test_cli_convert_then_adapt(tmp_path: Path) -> None:
     adapt_cli = util.module_from_spec(spec)
     spec.loader.exec_module(adapt_cli)
     status = adapt_cli.main(
-        [str(tmp_path / "imagenet_ast"), str(tmp_path / "esc"), "--max-length", "512", "--num-labels", "50",
-         "--fstride", "16", "--tstride", "16", "--problem-type", "single_label_classification"]
+        [str(tmp_path / "imagenet_ast"), str(tmp_path / "esc"), "--max_length", "512", "--num_labels", "50",
+         "--frequency_stride", "16", "--time_stride", "16", "--problem_type", "single_label_classification"]
     )
     assert status == 0
     adapted = ASTForAudioClassification.from_pretrained(tmp_path / "esc")
@@ -624,7 +690,7 @@ def test_cli_failure_leaves_nothing(tmp_path: Path) -> None:
     source = small_timm()
     source["blocks.0.attn.qkv.weight"] = torch.zeros(10, 128)
     save_file(source, tmp_path / "broken.safetensors")
-    result = _run_cli(IMAGENET_CLI, tmp_path / "broken.safetensors", tmp_path / "out", "--num-labels", "2")
+    result = _run_cli(IMAGENET_CLI, tmp_path / "broken.safetensors", tmp_path / "out", "--num_labels", "2")
     assert result.returncode == 1
     assert "blocks.0.attn.qkv.weight: expected (384, 128), got (10, 128)" in result.stderr
     assert not (tmp_path / "out").exists()

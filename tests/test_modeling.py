@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import transformers
 
 from modeling_ast import ASTConfig, ASTForAudioClassification, ASTModel
-from modeling_ast.checkpoint_layouts import from_transformers_ast
+from modeling_ast.conversion.layouts import from_transformers_ast
 from modeling_ast.modeling_ast import class_scores
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_mel_bins=128)

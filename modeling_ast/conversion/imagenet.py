@@ -49,11 +49,20 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
-from ..checkpoint_layouts import from_transformers_ast
 from ..configuration_ast import ASTConfig
-from ..feature_extraction_ast import ASTFeatureExtractor
 from ..modeling_ast import ASTForAudioClassification, ASTModel
-from .io import atomic_output_dir, load_checkpoint_dir, load_state_dict
+from .common import AUDIOSET_MEAN, AUDIOSET_STD, build_model, load_encoder, save_model_dir, shape_mismatches
+from .io import load_checkpoint_dir, load_state_dict, warn_non_finite
+from .layouts import (
+    AST_KEY_PREFIXES,
+    TIMM,
+    TIMM_IGNORED,
+    TRANSFORMERS_VIT_IGNORED,
+    TRANSFORMERS_VIT_PATCH_KEY,
+    TRANSFORMERS_VIT_PREFIXES,
+    WRAPPER_PREFIXES,
+    from_transformers_ast,
+)
 from .positional import adapt_grid, grid_from_tokens, tokens_from_grid
 
 logger = logging.get_logger(__name__)
@@ -63,42 +72,14 @@ __all__ = [
     "ast_from_imagenet",
     "parse_imagenet_encoder",
     "save_ast_from_imagenet",
-    "save_model_dir",
 ]
 
 CheckpointSource = str | os.PathLike | Mapping[str, torch.Tensor] | nn.Module
 CHECKPOINT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
-# AudioSet normalisation statistics of the original recipe (the feature extractor's defaults).
-AUDIOSET_MEAN = -4.2677393
-AUDIOSET_STD = 4.5689974
-
 TIMM_LAYER_NORM_EPS = 1e-6
 TRANSFORMERS_LAYER_NORM_EPS = 1e-12  # ViTConfig / DeiTConfig default, used for a bare transformers state dict
 _HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
-_WRAPPER_PREFIXES = ("module.", "model.")
-
-# timm key -> our ASTModel key; anything under blocks.{i}. keeps its name.
-_TIMM_RENAMES = {
-    "cls_token": "embeddings.cls_token",
-    "dist_token": "embeddings.dist_token",
-    "pos_embed": "embeddings.pos_embed",
-    "patch_embed.proj.weight": "embeddings.patch_embed.proj.weight",
-    "patch_embed.proj.bias": "embeddings.patch_embed.proj.bias",
-    "norm.weight": "norm.weight",
-    "norm.bias": "norm.bias",
-}
-_TIMM_BLOCK = re.compile(
-    r"blocks\.\d+\.(norm1|norm2)\.(weight|bias)|blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)"
-)
-# ImageNet-only parts of a source that the audio model has no use for.
-_TIMM_IGNORED = re.compile(r"(head|head_dist|pre_logits\.fc)\.(weight|bias)")
-_TRANSFORMERS_IGNORED = re.compile(
-    r"(pooler\.dense|classifier|cls_classifier|distillation_classifier)\.(weight|bias)|embeddings\.mask_token"
-)
-_TRANSFORMERS_MODEL_PREFIXES = ("deit.", "vit.")
-_TRANSFORMERS_PATCH_KEY = re.compile(r"(?:(?:deit|vit)\.)?embeddings\.patch_embeddings\.projection\.weight")
-_AST_HINT_PREFIXES = ("v.", "ast.", "audio_spectrogram_transformer.", "mlp_head.")
 
 
 @dataclass
@@ -138,8 +119,11 @@ def read_imagenet_checkpoint(source: CheckpointSource) -> tuple[dict[str, torch.
     (`facebook/deit-base-distilled-patch16-384`) or a timm one (`timm/deit_base_distilled_patch16_384.fb_in1k`)."""
     if isinstance(source, nn.Module):
         hf_config = getattr(source, "config", None)
-        return dict(source.state_dict()), (hf_config.to_dict() if hf_config is not None else None)
+        state_dict = dict(source.state_dict())
+        warn_non_finite(state_dict, f"the {type(source).__name__} given")
+        return state_dict, (hf_config.to_dict() if hf_config is not None else None)
     if isinstance(source, Mapping):
+        warn_non_finite(source, "the state dict given")
         return dict(source), None
     path = Path(source)
     if path.is_file():
@@ -158,7 +142,7 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
     """Remove a `module.` (DataParallel) or `model.` prefix carried by every key, repeatedly."""
     state_dict = dict(state_dict)
     while state_dict:
-        prefix = next((p for p in _WRAPPER_PREFIXES if all(key.startswith(p) for key in state_dict)), None)
+        prefix = next((p for p in WRAPPER_PREFIXES if all(key.startswith(p) for key in state_dict)), None)
         if prefix is None:
             break
         state_dict = {key[len(prefix):]: value for key, value in state_dict.items()}
@@ -169,11 +153,11 @@ def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
     """"timm" or "transformers"; raises ValueError listing the keys when the layout is neither."""
     if "patch_embed.proj.weight" in state_dict:
         return "timm"
-    if any(_TRANSFORMERS_PATCH_KEY.fullmatch(key) for key in state_dict):
+    if any(TRANSFORMERS_VIT_PATCH_KEY.fullmatch(key) for key in state_dict):
         return "transformers"
     keys = sorted(state_dict)
     hint = ""
-    if any(key.startswith(_AST_HINT_PREFIXES) for key in keys):
+    if any(key.startswith(AST_KEY_PREFIXES) for key in keys):
         hint = " It looks like an audio (AST) checkpoint: use adapt_pretrained_ast / convert/adapt_pretrained.py."
     raise ValueError(
         "unrecognised ImageNet checkpoint layout: missing keys patch_embed.proj.weight (timm ViT/DeiT) or "
@@ -192,11 +176,10 @@ def _rename_timm(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torc
     renamed: dict[str, torch.Tensor] = {}
     ignored, unexpected = [], []
     for key, tensor in state_dict.items():
-        if key in _TIMM_RENAMES:
-            renamed[_TIMM_RENAMES[key]] = tensor
-        elif _TIMM_BLOCK.fullmatch(key):
-            renamed[key] = tensor
-        elif _TIMM_IGNORED.fullmatch(key):
+        ours = TIMM.to_ours(key)
+        if ours is not None:
+            renamed[ours] = tensor
+        elif TIMM_IGNORED.fullmatch(key):
             ignored.append(key)
         else:
             unexpected.append(key)
@@ -210,8 +193,8 @@ def _rename_transformers(
     encoder: dict[str, torch.Tensor] = {}
     ignored = []
     for key, tensor in state_dict.items():
-        body = next((key[len(p):] for p in _TRANSFORMERS_MODEL_PREFIXES if key.startswith(p)), key)
-        if _TRANSFORMERS_IGNORED.fullmatch(body):
+        body = next((key[len(p):] for p in TRANSFORMERS_VIT_PREFIXES if key.startswith(p)), key)
+        if TRANSFORMERS_VIT_IGNORED.fullmatch(body):
             ignored.append(key)
         else:
             encoder[body] = tensor
@@ -255,10 +238,7 @@ def _expected_shapes(
 
 def _source_name(key: str, layout: str) -> str:
     """Our key as the timm checkpoint spells it (transformers names are reported in our spelling)."""
-    if layout != "timm":
-        return key
-    reverse = {ours: theirs for theirs, ours in _TIMM_RENAMES.items()}
-    return reverse.get(key, key)
+    return (TIMM.to_theirs(key) or key) if layout == "timm" else key
 
 
 def _check_keys_and_shapes(
@@ -277,11 +257,7 @@ def _check_keys_and_shapes(
             f"{_preview(unexpected)}"
         )
     hidden = expected["embeddings.cls_token"][2]
-    wrong = [
-        f"{_source_name(key, layout)}: expected {shape}, got {tuple(weights[key].shape)}"
-        for key, shape in expected.items()
-        if tuple(weights[key].shape) != shape
-    ]
+    wrong = shape_mismatches(weights, expected, name=lambda key: _source_name(key, layout))
     dist = weights.get("embeddings.dist_token")
     if dist is not None and tuple(dist.shape) != (1, 1, hidden):
         wrong.append(f"{_source_name('embeddings.dist_token', layout)}: expected (1, 1, {hidden}), "
@@ -464,22 +440,6 @@ def audio_encoder_weights(encoder: ImageNetEncoder, config: ASTConfig) -> dict[s
     return weights
 
 
-def build_model(config: ASTConfig, add_classifier: bool, seed: int | None) -> ASTModel | ASTForAudioClassification:
-    """A freshly initialised model (seeded without touching the global RNG when `seed` is given)."""
-    model_class = ASTForAudioClassification if add_classifier else ASTModel
-    if seed is None:
-        return model_class(config)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return model_class(config)
-
-
-def load_encoder(model: ASTModel | ASTForAudioClassification, weights: Mapping[str, torch.Tensor]) -> None:
-    """Copy a complete `ASTModel` state dict into `model` (or its encoder), strictly."""
-    encoder = model.ast if isinstance(model, ASTForAudioClassification) else model
-    encoder.load_state_dict(dict(weights), strict=True)
-
-
 def ast_from_imagenet(
     state_dict_or_path: CheckpointSource,
     config: ASTConfig | None = None,
@@ -519,28 +479,6 @@ def ast_from_imagenet(
     model = build_model(config, add_classifier, seed)
     load_encoder(model, audio_encoder_weights(encoder, config))
     return model.eval()
-
-
-def save_model_dir(
-    model: ASTModel | ASTForAudioClassification,
-    output_dir: str | os.PathLike,
-    *,
-    mean: float = AUDIOSET_MEAN,
-    std: float = AUDIOSET_STD,
-    overwrite: bool = False,
-) -> Path:
-    """Write `model` (config.json + model.safetensors) and an `ASTFeatureExtractor` for its `max_length`
-    (preprocessor_config.json) to `output_dir`, atomically. Returns the directory."""
-    feature_extractor = ASTFeatureExtractor(
-        num_mel_bins=model.config.num_mel_bins, max_length=model.config.max_length, mean=mean, std=std
-    )
-    with atomic_output_dir(output_dir, overwrite=overwrite) as staging:
-        model.save_pretrained(staging)
-        feature_extractor.save_pretrained(staging)
-        stray = sorted(p.name for p in staging.iterdir() if p.suffix in (".bin", ".pt", ".pth"))
-        if stray:
-            raise RuntimeError(f"save_pretrained wrote non-safetensors weights: {stray}")
-    return Path(output_dir).resolve()
 
 
 def save_ast_from_imagenet(

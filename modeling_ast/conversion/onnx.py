@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..modeling_ast import ASTForAudioClassification
+from .io import check_output_parent
 
 
 class _LogitsOnly(torch.nn.Module):
@@ -28,17 +29,34 @@ class _LogitsOnly(torch.nn.Module):
         return self.model(input_values, return_dict=True).logits
 
 
+def _check_target(path: Path, overwrite: bool) -> None:
+    """Raise ValueError when `path` cannot be written: a directory, below a file, or an existing file."""
+    check_output_parent(path)
+    if path.is_dir():
+        raise ValueError(f"output path {path} is a directory; give the path of the .onnx file to write")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+
+
 def export_onnx(
-    model: ASTForAudioClassification, output_path: str | os.PathLike, opset: int = 18, quantize_int8: bool = False
+    model: ASTForAudioClassification,
+    output_path: str | os.PathLike,
+    opset: int = 18,
+    quantize_int8: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Write `model` as an ONNX file; with `quantize_int8`, also `<name>.int8.onnx` (dynamic int8 weights).
 
-    Returns the path of the float model. The file is written to a temporary name and renamed, so a failed export
-    leaves nothing behind.
+    Returns the path of the float model. Each file is written to a temporary name and renamed, so a failed export
+    leaves nothing behind. Raises ValueError when an output path is a directory or lies below a file, or when an
+    output file exists and `overwrite` is False.
     """
     config = model.config
     model = model.eval()
     output_path = Path(output_path)
+    _check_target(output_path, overwrite)
+    if quantize_int8:
+        _check_target(output_path.with_suffix(".int8.onnx"), overwrite)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, (config.patch_size + config.max_length) // 2, config.num_mel_bins)  # not at a bound
     frames = torch.export.Dim("frames", min=config.patch_size, max=config.max_length)
@@ -75,5 +93,11 @@ def quantize_dynamic_int8(source: str | os.PathLike, target: str | os.PathLike) 
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
-    return Path(target)
+    target = Path(target)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        quantize_dynamic(str(source), str(partial), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target

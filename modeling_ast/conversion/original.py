@@ -1,17 +1,9 @@
 """Convert the AST authors' released `.pth` checkpoints (github.com/YuanGongND/ast) into this package's format.
 
 The authors saved their models from `torch.nn.DataParallel`, so every key starts with `module.`; below that the
-layout is timm 0.4.5's DeiT under `v.` plus the audio head `mlp_head`:
-
-    v.cls_token (1, 1, D)            -> ast.embeddings.cls_token
-    v.dist_token (1, 1, D)           -> ast.embeddings.dist_token
-    v.pos_embed (1, 2 + f*t, D)      -> ast.embeddings.pos_embed
-    v.patch_embed.proj.* (D, 1, 16, 16) -> ast.embeddings.patch_embed.proj.*
-    v.blocks.{i}.*                   -> ast.blocks.{i}.*  (norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2)
-    v.norm.*                         -> ast.norm.*
-    mlp_head.0.* (LayerNorm)         -> classifier.norm.*
-    mlp_head.1.* (num_labels, D)     -> classifier.fc.*
-    v.head.*, v.head_dist.*          dropped (DeiT's ImageNet heads, never used by AST)
+layout is timm 0.4.5's DeiT under `v.` plus the audio head `mlp_head` (LayerNorm, Linear), renamed to ours by
+`layouts.ORIGINAL` (`v.blocks.{i}.attn.qkv.weight` -> `ast.blocks.{i}.attn.qkv.weight`, `mlp_head.1.weight` ->
+`classifier.fc.weight`, ...). DeiT's ImageNet heads `v.head`, `v.head_dist`, never used by AST, are dropped.
 
 Nothing in the file says how it was trained, so the converter infers it from tensor shapes:
 
@@ -29,10 +21,7 @@ and loads with `from_pretrained` and `pipeline("audio-classification")` once `mo
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -41,62 +30,39 @@ from pathlib import Path
 import torch
 from transformers.utils import logging
 
-from ..checkpoint_layouts import is_transformers_ast_state_dict
 from ..configuration_ast import ASTConfig
-from ..feature_extraction_ast import ASTFeatureExtractor
 from ..modeling_ast import ASTForAudioClassification
-from .io import atomic_output_dir, load_state_dict
+from .common import DATASET_PRESETS, DatasetPreset, LabelSource, dataset_preset, push_folder_to_hub, read_label_names
+from .common import save_model_dir, shape_mismatches
+from .io import load_state_dict
+from .layouts import (
+    DATA_PARALLEL_PREFIX,
+    ORIGINAL,
+    ORIGINAL_ANCHOR_KEYS,
+    ORIGINAL_UNUSED_PREFIXES,
+    is_transformers_ast_state_dict,
+)
+from .original_report import ConversionReport, file_sha256, reported_metric_text
 
 logger = logging.get_logger(__name__)
 
 __all__ = [
-    "DATASET_PRESETS",
     "KNOWN_LAYOUTS",
     "ConversionReport",
-    "DatasetPreset",
     "OriginalLayout",
     "convert_original_checkpoint",
     "inspect_original_checkpoint",
     "original_to_ours",
-    "parse_reported_metric",
-    "push_folder_to_hub",
     "read_labels",
     "resolve_geometry",
-    "run_original_conversion",
 ]
 
-DATA_PARALLEL_PREFIX = "module."
 ENCODER_LAYER_NORM_EPS = 1e-6  # timm 0.4.5 DeiT: partial(nn.LayerNorm, eps=1e-6)
 HEAD_LAYER_NORM_EPS = 1e-5  # nn.LayerNorm default in the original mlp_head
 DEIT_HEAD_DIM = 64  # every DeiT size (tiny 192/3, small 384/6, base 768/12) uses 64-wide heads
 DEFAULT_NUM_MEL_BINS = 128  # input_fdim of every recipe of the original code
-DEFAULT_SAMPLING_RATE = 16000
 
-# DeiT's ImageNet classifiers, created by timm and saved by the authors but never used by AST.
-_UNUSED_PREFIXES = ("v.head.", "v.head_dist.")
-
-# Original key prefix -> our key prefix; the rest of each key is the same on both sides.
-_PREFIX_MAP = (
-    ("v.cls_token", "ast.embeddings.cls_token"),
-    ("v.dist_token", "ast.embeddings.dist_token"),
-    ("v.pos_embed", "ast.embeddings.pos_embed"),
-    ("v.patch_embed.proj.", "ast.embeddings.patch_embed.proj."),
-    ("v.blocks.", "ast.blocks."),
-    ("v.norm.", "ast.norm."),
-    ("mlp_head.0.", "classifier.norm."),
-    ("mlp_head.1.", "classifier.fc."),
-)
-
-# Keys the shape inference reads (original names, without `module.`).
-_ANCHOR_KEYS = (
-    "v.cls_token",
-    "v.pos_embed",
-    "v.patch_embed.proj.weight",
-    "v.blocks.0.mlp.fc1.weight",
-    "mlp_head.1.weight",
-)
 _BLOCK_INDEX = re.compile(r"v\.blocks\.(\d+)\.")
-_METRIC_IN_NAME = re.compile(r"_(0\.\d+|[1-9]\d*\.\d+)$")
 _MAX_LISTED_KEYS = 20
 
 
@@ -123,22 +89,16 @@ KNOWN_LAYOUTS: dict[int, KnownLayout] = {
 }
 
 
-def _grid(
-    num_mel_bins: int, max_length: int, patch_size: int, frequency_stride: int, time_stride: int
-) -> tuple[int, int]:
-    """(f, t) patches of a Conv2d with kernel `patch_size` and strides (frequency, time) over (F, T)."""
-    return (num_mel_bins - patch_size) // frequency_stride + 1, (max_length - patch_size) // time_stride + 1
-
-
 def _geometry_candidates(num_patches: int, num_mel_bins: int, patch_size: int) -> list[str]:
     """Readable equal-stride interpretations of a patch count, for the ambiguity error."""
+    config = ASTConfig(patch_size=patch_size, num_mel_bins=num_mel_bins)
     candidates = []
     for stride in range(1, patch_size + 1):
-        frequency = (num_mel_bins - patch_size) // stride + 1
+        frequency = config.num_patches(num_mel_bins, stride)
         if num_patches % frequency:
             continue
         time = num_patches // frequency
-        shortest = patch_size + (time - 1) * stride
+        shortest = patch_size + (time - 1) * stride  # the fewest frames that give `time` patches
         candidates.append(f"stride {stride}: {frequency} x {time} grid, max_length {shortest}..{shortest + stride - 1}")
     return candidates
 
@@ -173,13 +133,12 @@ def resolve_geometry(
             f"v.pos_embed holds {num_patches} patch positions, which is not one of the authors' layouts "
             f"({sorted(KNOWN_LAYOUTS)} patches at {DEFAULT_NUM_MEL_BINS} mel bins), so the patch strides and input "
             "length cannot be told from the shapes alone: pass frequency_stride, time_stride and max_length "
-            "(--frequency-stride, --time-stride, --max-length). "
+            "(--frequency_stride, --time_stride, --max_length). "
             + (f"Equal-stride readings of {num_patches} patches: {'; '.join(candidates)}." if candidates else "")
         )
     else:
         resolved = dict(given)
-    frequency, time = _grid(num_mel_bins, resolved["max_length"], patch_size,
-                            resolved["frequency_stride"], resolved["time_stride"])
+    frequency, time = ASTConfig(patch_size=patch_size, num_mel_bins=num_mel_bins, **resolved).patch_grid
     if frequency * time != num_patches:
         raise ValueError(
             f"v.pos_embed holds {num_patches} patch positions, but frequency_stride={resolved['frequency_stride']}, "
@@ -211,26 +170,21 @@ class OriginalLayout:
     @property
     def grid(self) -> tuple[int, int]:
         """(frequency, time) patches of the positional grid."""
-        return _grid(self.num_mel_bins, self.max_length, self.patch_size, self.frequency_stride, self.time_stride)
+        return self.to_config().patch_grid
 
     def to_config(self, **kwargs) -> ASTConfig:
-        """An `ASTConfig` of this architecture with the original LayerNorm epsilons; `kwargs` add labels etc."""
+        """An `ASTConfig` of this architecture with the original LayerNorm epsilons; `kwargs` add labels etc.
+
+        The fields are the config's, so they pass by name; the label count goes in through `kwargs` (id2label).
+        """
+        fields = {name: value for name, value in dataclasses.asdict(self).items() if name != "num_labels"}
         return ASTConfig(
-            hidden_size=self.hidden_size,
-            num_hidden_layers=self.num_hidden_layers,
-            num_attention_heads=self.num_attention_heads,
-            intermediate_size=self.intermediate_size,
+            **fields,
             hidden_act="gelu",
             hidden_dropout_prob=0.0,
             attention_probs_dropout_prob=0.0,
             layer_norm_eps=ENCODER_LAYER_NORM_EPS,
             head_layer_norm_eps=HEAD_LAYER_NORM_EPS,
-            patch_size=self.patch_size,
-            qkv_bias=self.qkv_bias,
-            frequency_stride=self.frequency_stride,
-            time_stride=self.time_stride,
-            max_length=self.max_length,
-            num_mel_bins=self.num_mel_bins,
             **kwargs,
         )
 
@@ -255,20 +209,6 @@ def _layout_error(
         "not an original AST checkpoint (YuanGongND/ast layout: [module.]v.*, mlp_head.*): "
         f"unexpected keys {_listed(unexpected)}; missing keys {_listed(missing)}.{hint}"
     )
-
-
-def _to_ours(key: str) -> str | None:
-    for original, ours in _PREFIX_MAP:
-        if key == original or (original.endswith(".") and key.startswith(original)):
-            return ours + key[len(original):]
-    return None
-
-
-def _to_original(key: str) -> str:
-    for original, ours in _PREFIX_MAP:
-        if key == ours or (ours.endswith(".") and key.startswith(ours)):
-            return original + key[len(ours):]
-    raise KeyError(key)
 
 
 def strip_data_parallel_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -306,9 +246,11 @@ def inspect_original_checkpoint(
     Raises ValueError for an unknown layout (listing unexpected and missing keys) or inconsistent shapes.
     """
     state_dict = strip_data_parallel_prefix(state_dict)
-    missing = [key for key in _ANCHOR_KEYS if key not in state_dict]
+    missing = [key for key in ORIGINAL_ANCHOR_KEYS if key not in state_dict]
     if missing:
-        unexpected = [key for key in state_dict if _to_ours(key) is None and not key.startswith(_UNUSED_PREFIXES)]
+        unexpected = [
+            key for key in state_dict if ORIGINAL.to_ours(key) is None and not key.startswith(ORIGINAL_UNUSED_PREFIXES)
+        ]
         raise _layout_error(unexpected, missing, state_dict)
 
     hidden_size = _shape(state_dict, "v.cls_token", 3, "(1, 1, hidden)")[-1]
@@ -324,7 +266,7 @@ def inspect_original_checkpoint(
         if hidden_size % DEIT_HEAD_DIM:
             raise ValueError(
                 f"hidden size {hidden_size} (v.cls_token) is not a multiple of DeiT's 64-wide heads, so the number "
-                "of attention heads cannot be inferred: pass num_attention_heads (--num-attention-heads)"
+                "of attention heads cannot be inferred: pass num_attention_heads (--num_attention_heads)"
             )
         num_attention_heads = hidden_size // DEIT_HEAD_DIM
     elif num_attention_heads <= 0 or hidden_size % num_attention_heads:
@@ -376,74 +318,27 @@ def original_to_ours(
     converted: dict[str, torch.Tensor] = {}
     unexpected: list[str] = []
     for key, tensor in state_dict.items():
-        if key.startswith(_UNUSED_PREFIXES):
+        if key.startswith(ORIGINAL_UNUSED_PREFIXES):
             continue
-        ours = _to_ours(key)
+        ours = ORIGINAL.to_ours(key)
         if ours is None or ours not in expected:
             unexpected.append(key)
         else:
             converted[ours] = tensor
-    missing = [_to_original(key) for key in expected if key not in converted]
+    missing = [ORIGINAL.to_theirs(key) for key in expected if key not in converted]
     if unexpected or missing:
         raise _layout_error(unexpected, missing, state_dict)
-    mismatched = [
-        f"{_to_original(key)}: expected {tuple(shape)}, got {tuple(converted[key].shape)}"
-        for key, shape in expected.items()
-        if converted[key].shape != shape
-    ]
+    mismatched = shape_mismatches(converted, expected, name=ORIGINAL.to_theirs)
     if mismatched:
         raise ValueError("shape mismatch with the inferred architecture: " + "; ".join(mismatched))
-    not_float = [_to_original(key) for key, tensor in converted.items() if not tensor.is_floating_point()]
+    not_float = [ORIGINAL.to_theirs(key) for key, tensor in converted.items() if not tensor.is_floating_point()]
     if not_float:
         raise ValueError(f"expected floating-point weights, got integer tensors for {_listed(not_float)}")
     # Copies, so no two saved tensors share storage (safetensors refuses that) and the input stays untouched.
     return {key: tensor.detach().to(torch.float32).contiguous().clone() for key, tensor in converted.items()}
 
 
-# ---------------------------------------------------------------------------------------------------- datasets
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetPreset:
-    """Normalisation statistics and task type of a dataset the authors trained on.
-
-    `problem_type` decides the pipeline's output function: sigmoid for "multi_label_classification", softmax for
-    "single_label_classification". `metric` names what the number in the released file name measures.
-    """
-
-    name: str
-    mean: float
-    std: float
-    problem_type: str
-    metric: str
-    num_labels: int
-    why: str
-
-
-DATASET_PRESETS: dict[str, DatasetPreset] = {
-    "audioset": DatasetPreset(
-        "audioset", -4.2677393, 4.5689974, "multi_label_classification", "mAP", 527,
-        "AudioSet clips carry several labels at once; the authors train with BCE and report mAP, so each class gets "
-        "an independent sigmoid score.",
-    ),
-    "speechcommands": DatasetPreset(
-        "speechcommands", -6.845978, 5.5654526, "single_label_classification", "accuracy", 35,
-        "every Speech Commands clip has exactly one word and the authors evaluate argmax accuracy. They trained with "
-        "BCE, but softmax and sigmoid rank the classes identically (both are monotone in each logit), so the argmax "
-        "and the reported accuracy are unchanged, and softmax gives scores that sum to one over the mutually "
-        "exclusive words. Set problem_type to multi_label_classification to fine-tune with the authors' BCE.",
-    ),
-    "esc50": DatasetPreset(
-        "esc50", -6.6268077, 5.358466, "single_label_classification", "accuracy", 50,
-        "every ESC-50 clip has one class; the authors train with cross-entropy and report accuracy.",
-    ),
-}
-_DATASET_ALIASES = {
-    "audioset": "audioset", "as": "audioset", "audiosetbal": "audioset", "audiosetbalanced": "audioset",
-    "speechcommands": "speechcommands", "speechcommandsv2": "speechcommands", "sc": "speechcommands",
-    "esc50": "esc50", "esc": "esc50",
-}
-
+# ---------------------------------------------------------------------------------------------------- dataset, labels
 
 _DATASET_IN_FILE_NAME = (
     (re.compile(r"audioset"), "audioset"),
@@ -458,12 +353,8 @@ def _dataset_preset(dataset: str | None, checkpoint_name: str, num_labels: int) 
     A preset whose dataset has another number of classes than the head is still used (a fine-tuned subset, say),
     with a warning.
     """
-    preset = None
     if dataset is not None:
-        key = re.sub(r"[^a-z0-9]", "", dataset.lower())
-        if key not in _DATASET_ALIASES:
-            raise ValueError(f"unknown dataset {dataset!r}; use one of {sorted(DATASET_PRESETS)}")
-        preset = DATASET_PRESETS[_DATASET_ALIASES[key]]
+        preset = dataset_preset(dataset)
     else:
         stem = checkpoint_name.lower()
         preset = next((DATASET_PRESETS[name] for pattern, name in _DATASET_IN_FILE_NAME if pattern.match(stem)), None)
@@ -477,64 +368,13 @@ def _dataset_preset(dataset: str | None, checkpoint_name: str, num_labels: int) 
     return preset
 
 
-# ---------------------------------------------------------------------------------------------------- labels
-
-
-LabelSource = str | os.PathLike | Sequence[str] | Mapping[int | str, str]
-
-
-def _labels_from_csv(path: Path) -> list[str]:
-    """Names from a CSV with a `display_name` column (AudioSet's `index,mid,display_name`), ordered by `index`."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-        columns = [name.strip() for name in (rows[0].keys() if rows else [])]
-    if "display_name" not in columns:
-        raise ValueError(f"{path}: expected a CSV with a header naming a display_name column, got columns {columns}")
-    rows = [{key.strip(): value for key, value in row.items()} for row in rows]
-    if "index" not in columns:
-        return [row["display_name"] for row in rows]
-    try:
-        indexed = {int(row["index"]): row["display_name"] for row in rows}
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: the index column must hold integers ({err})") from err
-    if sorted(indexed) != list(range(len(rows))):
-        raise ValueError(f"{path}: the index column must number the {len(rows)} rows 0..{len(rows) - 1} once each")
-    return [indexed[index] for index in range(len(rows))]
-
-
-def _labels_from_mapping(mapping: Mapping, where: str) -> list[str]:
-    """Names from an id2label mapping whose keys are 0..n-1 (ints or their strings)."""
-    try:
-        indexed = {int(key): value for key, value in mapping.items()}
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: id2label keys must be class indices ({err})") from err
-    if sorted(indexed) != list(range(len(indexed))):
-        raise ValueError(f"{where}: id2label keys must be 0..{len(indexed) - 1} once each, got {sorted(indexed)[:10]}")
-    return [indexed[index] for index in range(len(indexed))]
-
-
-def _labels_from_json(path: Path) -> list[str]:
-    """Names from a JSON list, an id2label object, or an object holding "id2label" (e.g. a config.json)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if isinstance(data, dict) and "id2label" in data:
-        data = data["id2label"]
-    if isinstance(data, list):
-        return data
-    if isinstance(data, dict):
-        return _labels_from_mapping(data, str(path))
-    raise ValueError(f"{path}: expected a JSON list of names or an id2label object, got {type(data).__name__}")
-
-
 def read_labels(labels: LabelSource | None, num_labels: int) -> tuple[dict[int, str], str]:
     """id2label for a head of `num_labels` outputs, and a short description of where the names came from.
 
-    `labels` is a path to a CSV (AudioSet's `class_labels_indices.csv`: columns index, mid, display_name), a JSON
-    file (a list of names, an id2label object or an object with "id2label"), a text file (one name per line), a list
-    of names or an id2label mapping. `None` gives transformers' generic `LABEL_i` names and logs a warning.
-    Raises ValueError if the count differs from `num_labels`, a name is empty or repeated, or the file is malformed.
+    `labels` is anything `common.read_label_names` reads (AudioSet's `class_labels_indices.csv`, a JSON or text
+    file, a comma-separated string, a list of names or an id2label mapping). `None` gives transformers' generic
+    `LABEL_i` names and logs a warning. Raises ValueError if the count differs from `num_labels`, a name is empty or
+    repeated, or the file is malformed.
     """
     if labels is None:
         logger.warning(
@@ -542,172 +382,21 @@ def read_labels(labels: LabelSource | None, num_labels: int) -> tuple[dict[int, 
             "dataset's label file (AudioSet: class_labels_indices.csv) to name them."
         )
         return {index: f"LABEL_{index}" for index in range(num_labels)}, "none given (generic LABEL_i names)"
-    if isinstance(labels, (str, os.PathLike)):
-        path = Path(labels)
-        if not path.is_file():
-            raise FileNotFoundError(f"label file {path} does not exist")
-        suffix = path.suffix.lower()
-        if suffix == ".csv":
-            names = _labels_from_csv(path)
-        elif suffix == ".json":
-            names = _labels_from_json(path)
-        elif suffix == ".txt":
-            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        else:
-            raise ValueError(f"label file {path}: use a .csv (index,mid,display_name), .json or .txt file")
-        where, description = str(path), f"`{path.name}`"
+    names = read_label_names(labels)
+    if isinstance(labels, os.PathLike) or (isinstance(labels, str) and Path(labels).is_file()):
+        where, description = str(labels), f"`{Path(labels).name}`"
     elif isinstance(labels, Mapping):
-        names, where, description = _labels_from_mapping(labels, "labels"), "labels", "an id2label mapping"
+        where, description = "labels", "an id2label mapping"
     else:
-        names, where, description = list(labels), "labels", "a list of names"
-    _check_names(names, num_labels, where)
-    return dict(enumerate(names)), description
-
-
-def _check_names(names: list, num_labels: int, where: str) -> None:
+        where, description = "labels", "a list of names"
     if len(names) != num_labels:
         raise ValueError(
             f"{where} gives {len(names)} labels, but the checkpoint's head (mlp_head.1.weight) has {num_labels} outputs"
         )
-    bad = [index for index, name in enumerate(names) if not isinstance(name, str) or not name.strip()]
-    if bad:
-        raise ValueError(f"{where}: labels {bad[:10]} are empty or not strings")
-    seen: dict[str, int] = {}
-    repeated = [
-        f"{name!r} ({seen[name]} and {index})"
-        for index, name in enumerate(names)
-        if seen.setdefault(name, index) != index
-    ]
-    if repeated:
-        raise ValueError(f"{where}: label names must be unique (label2id maps names back to classes): {repeated[:10]}")
-
-
-# ---------------------------------------------------------------------------------------------------- model card
-
-
-def parse_reported_metric(checkpoint_name: str) -> float | None:
-    """The score the authors put at the end of a released file name (`audioset_10_10_0.4593.pth` -> 0.4593)."""
-    stem = re.sub(r"\.(pth|pt|bin|ckpt|safetensors)$", "", Path(checkpoint_name).name)
-    match = _METRIC_IN_NAME.search(stem)
-    return float(match.group(1)) if match else None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@dataclasses.dataclass(frozen=True)
-class ConversionReport:
-    """What a conversion wrote and from what (the CLI prints `summary()`)."""
-
-    output_dir: Path
-    source_name: str
-    source_sha256: str
-    layout: OriginalLayout
-    labels_source: str
-    problem_type: str
-    dataset: str | None
-    mean: float
-    std: float
-    reported_metric: str
-    hub_url: str | None = None
-
-    def summary(self) -> str:
-        """One line: strides, grid, input length, architecture, labels, problem type, normalisation and eps."""
-        layout = self.layout
-        frequency, time = layout.grid
-        return (
-            f"{self.source_name} -> {self.output_dir}: strides {layout.frequency_stride}x{layout.time_stride}, "
-            f"grid {frequency}x{time} ({frequency * time} patches), {layout.max_length} frames x {layout.num_mel_bins} "
-            f"bins, D={layout.hidden_size} L={layout.num_hidden_layers} H={layout.num_attention_heads} "
-            f"MLP={layout.intermediate_size}, {layout.num_labels} labels from {self.labels_source.replace('`', '')}, "
-            f"{self.problem_type}, mean/std {self.mean}/{self.std}, LayerNorm eps {ENCODER_LAYER_NORM_EPS:g} "
-            f"(encoder) / {HEAD_LAYER_NORM_EPS:g} (head)"
-            + (f", pushed to {self.hub_url}" if self.hub_url else "")
-        )
-
-
-def _model_card(report: ConversionReport, preset: DatasetPreset | None, id2label: Mapping[int, str]) -> str:
-    layout = report.layout
-    frequency, time = layout.grid
-    why = preset.why if preset is not None and preset.problem_type == report.problem_type else "set explicitly."
-    shown = "; ".join(id2label[index] for index in range(min(5, len(id2label))))
-    tags = ["audio-classification", "audio-spectrogram-transformer", "ast"]
-    tags += [report.dataset] if report.dataset else []
-    return "\n".join(
-        [
-            "---",
-            "license: bsd-3-clause",
-            "library_name: transformers",
-            "pipeline_tag: audio-classification",
-            "tags:",
-            *[f"- {tag}" for tag in tags],
-            "---",
-            "",
-            f"# Audio Spectrogram Transformer: {Path(report.source_name).stem}",
-            "",
-            "The Audio Spectrogram Transformer (AST; Gong, Chung & Glass, Interspeech 2021, arXiv:2104.01778), "
-            f"converted from the authors' released checkpoint `{report.source_name}` (github.com/YuanGongND/ast, "
-            "BSD-3-Clause) into the `modeling_ast` format. The weights are unchanged; DeiT's unused ImageNet heads "
-            "(`v.head`, `v.head_dist`) were dropped.",
-            "",
-            "| | |",
-            "|---|---|",
-            f"| source file | `{report.source_name}` (sha256 `{report.source_sha256}`) |",
-            f"| patch strides (frequency x time) | {layout.frequency_stride} x {layout.time_stride} |",
-            f"| patch grid | {frequency} x {time} ({frequency * time} patches of "
-            f"{layout.patch_size} x {layout.patch_size}) |",
-            f"| input length | {layout.max_length} frames x {layout.num_mel_bins} mel bins "
-            f"(about {layout.max_length / 100:.2f} s at 16 kHz, 10 ms hop) |",
-            f"| encoder | {layout.num_hidden_layers} layers, hidden {layout.hidden_size}, "
-            f"{layout.num_attention_heads} heads, MLP {layout.intermediate_size} |",
-            f"| LayerNorm eps | {ENCODER_LAYER_NORM_EPS:g} (encoder), {HEAD_LAYER_NORM_EPS:g} (head), "
-            "as in the original |",
-            f"| labels | {layout.num_labels}, names from {report.labels_source} (first: {shown}) |",
-            f"| problem type | `{report.problem_type}` |",
-            f"| input normalisation | (fbank - ({report.mean})) / (2 x {report.std})"
-            + (f", {report.dataset} statistics |" if report.dataset else " |"),
-            f"| reported metric | {report.reported_metric} |",
-            "",
-            f"Problem type: {why}",
-            "",
-            "## Usage",
-            "",
-            "```python",
-            "import modeling_ast  # registers model_type \"ast\" with transformers",
-            "from transformers import pipeline",
-            "",
-            "classifier = pipeline(\"audio-classification\", model=\"path/or/hub-id\")",
-            "classifier(\"clip.wav\", top_k=5)",
-            "```",
-            "",
-            "The feature extractor computes the original Kaldi log-mel features (128 bins, 25 ms windows every 10 ms) "
-            f"at 16 kHz, pads or truncates them to {layout.max_length} frames and normalises them as above.",
-            "",
-        ]
-    )
+    return dict(enumerate(names)), description
 
 
 # ---------------------------------------------------------------------------------------------------- conversion
-
-
-def push_folder_to_hub(
-    folder: str | os.PathLike, repo_id: str, token: str | None = None, private: bool | None = None
-) -> str:
-    """Create `repo_id` if needed and upload `folder` to it; returns the commit URL."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="model", exist_ok=True, private=private)
-    commit = api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, repo_type="model",
-        commit_message="Convert the original AST checkpoint with modeling_ast",
-    )
-    return str(getattr(commit, "commit_url", commit))
 
 
 def _resolve_task(
@@ -723,7 +412,7 @@ def _resolve_task(
         raise ValueError(
             "cannot tell which dataset this checkpoint was trained on (from the dataset argument, the file name or a "
             f"527-label head): pass dataset= one of {sorted(DATASET_PRESETS)} (--dataset), or mean, std and "
-            "problem_type (--mean, --std, --problem-type)"
+            "problem_type (--mean, --std, --problem_type)"
         )
     if problem_type not in ("single_label_classification", "multi_label_classification"):
         raise ValueError(
@@ -734,27 +423,55 @@ def _resolve_task(
     return float(mean), float(std), problem_type
 
 
-def run_original_conversion(
+def convert_original_checkpoint(
     checkpoint_path: str | os.PathLike,
     output_dir: str | os.PathLike,
+    *,
     labels: LabelSource | None = None,
     dataset: str | None = None,
-    overwrite: bool = False,
-    push_to_hub: str | None = None,
+    mean: float | None = None,
+    std: float | None = None,
+    problem_type: str | None = None,
     reported_metric: float | str | None = None,
-    *,
     frequency_stride: int | None = None,
     time_stride: int | None = None,
     max_length: int | None = None,
     num_attention_heads: int | None = None,
     num_mel_bins: int = DEFAULT_NUM_MEL_BINS,
-    mean: float | None = None,
-    std: float | None = None,
-    problem_type: str | None = None,
+    overwrite: bool = False,
+    push_to_hub: str | None = None,
     hub_token: str | None = None,
     private: bool | None = None,
 ) -> ConversionReport:
-    """`convert_original_checkpoint`, returning a `ConversionReport` instead of only the output path."""
+    """Convert one of the authors' released AST `.pth` files into a `from_pretrained` / pipeline directory.
+
+    Args:
+        checkpoint_path: the `.pth` state dict (read with `weights_only=True`; pickled code is refused).
+        output_dir: directory to create. Everything is written into a staging directory that replaces it only on
+            success, so a failed conversion leaves nothing behind.
+        labels: class names: a CSV with a display_name column (AudioSet's `class_labels_indices.csv`), a JSON list or
+            id2label file, a .txt file, a comma-separated string, a list or a mapping; their number must match the
+            head. None: `LABEL_i` names and a warning.
+        dataset: "audioset", "speechcommands" or "esc50": normalisation statistics and problem type. None: taken from
+            the file name (audioset*, speechcommands*, esc50*) or a 527-label head (AudioSet).
+        mean, std, problem_type: override the dataset preset, or replace it for other datasets.
+        reported_metric: the authors' score for the model card; None parses it from the file name (`_0.4593`).
+        frequency_stride, time_stride, max_length: the patch geometry, needed only when the positional grid is not
+            one of the authors' layouts (otherwise inferred, and checked when given).
+        num_attention_heads: needed only when the hidden size is not a multiple of 64.
+        num_mel_bins: mel bins of the training features (128 in every original recipe).
+        overwrite: replace a non-empty `output_dir`.
+        push_to_hub: "org/name": after writing, upload the directory to this Hub model repository.
+        hub_token, private: passed to the Hub when pushing.
+
+    Returns:
+        A `ConversionReport`: `output_dir` (holding config.json, model.safetensors, preprocessor_config.json and
+        README.md), what was inferred, and `summary()` for a one-line description.
+
+    Raises:
+        ValueError: unknown key layout (listing unexpected and missing keys), shape mismatches (key, expected, got),
+            non-tensor pickles, ambiguous geometry, a label file whose size differs from the head, unknown dataset.
+    """
     checkpoint_path = Path(checkpoint_path)
     state_dict = load_state_dict(checkpoint_path)
     layout = inspect_original_checkpoint(
@@ -773,110 +490,25 @@ def run_original_conversion(
         label2id={name: index for index, name in id2label.items()},
         problem_type=problem_type,
     )
-    weights = original_to_ours(state_dict, config)
+    with torch.device("meta"):
+        model = ASTForAudioClassification(config)
+    model.load_state_dict(original_to_ours(state_dict, config), strict=True, assign=True)
     del state_dict
-
-    if reported_metric is None:
-        reported_metric = parse_reported_metric(checkpoint_path.name)
-        metric_note = " (from the file name)"
-    else:
-        metric_note = ""
-    metric_name = preset.metric if preset is not None else "score"
-    metric_text = "not reported" if reported_metric is None else f"{metric_name} {reported_metric}{metric_note}"
 
     report = ConversionReport(
         output_dir=Path(output_dir).resolve(),
         source_name=checkpoint_path.name,
-        source_sha256=_sha256(checkpoint_path),
-        layout=layout,
+        source_sha256=file_sha256(checkpoint_path),
+        config=config,
         labels_source=labels_source,
-        problem_type=problem_type,
-        dataset=preset.name if preset is not None else None,
+        dataset=preset,
         mean=mean,
         std=std,
-        reported_metric=metric_text,
+        reported_metric=reported_metric_text(reported_metric, checkpoint_path.name, preset),
     )
-    with atomic_output_dir(output_dir, overwrite=overwrite) as staging:
-        _write_model(staging, config, weights)
-        ASTFeatureExtractor(
-            sampling_rate=DEFAULT_SAMPLING_RATE,
-            num_mel_bins=layout.num_mel_bins,
-            max_length=layout.max_length,
-            mean=mean,
-            std=std,
-        ).save_pretrained(staging)
-        (staging / "README.md").write_text(_model_card(report, preset, id2label), encoding="utf-8")
+    save_model_dir(model.eval(), output_dir, mean=mean, std=std, overwrite=overwrite, model_card=report.model_card())
     logger.info(report.summary())
     if push_to_hub:
         url = push_folder_to_hub(report.output_dir, push_to_hub, token=hub_token, private=private)
         report = dataclasses.replace(report, hub_url=url)
     return report
-
-
-def _write_model(directory: Path, config: ASTConfig, weights: dict[str, torch.Tensor]) -> None:
-    """Save config.json and model.safetensors (no pickles) for `weights` in our layout."""
-    with torch.device("meta"):
-        model = ASTForAudioClassification(config)
-    model.load_state_dict(weights, strict=True, assign=True)
-    model.eval().save_pretrained(directory)
-    pickled = sorted(path.name for path in directory.iterdir() if path.suffix in (".bin", ".pt", ".pth", ".pkl"))
-    if pickled or not any(path.suffix == ".safetensors" for path in directory.iterdir()):
-        raise RuntimeError(
-            f"save_pretrained wrote {pickled or 'no safetensors file'} in {directory}; expected safetensors only"
-        )
-
-
-def convert_original_checkpoint(
-    checkpoint_path: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    labels: LabelSource | None = None,
-    dataset: str | None = None,
-    overwrite: bool = False,
-    push_to_hub: str | None = None,
-    reported_metric: float | str | None = None,
-    *,
-    frequency_stride: int | None = None,
-    time_stride: int | None = None,
-    max_length: int | None = None,
-    num_attention_heads: int | None = None,
-    num_mel_bins: int = DEFAULT_NUM_MEL_BINS,
-    mean: float | None = None,
-    std: float | None = None,
-    problem_type: str | None = None,
-    hub_token: str | None = None,
-    private: bool | None = None,
-) -> Path:
-    """Convert one of the authors' released AST `.pth` files into a `from_pretrained` / pipeline directory.
-
-    Args:
-        checkpoint_path: the `.pth` state dict (read with `weights_only=True`; pickled code is refused).
-        output_dir: directory to create. Everything is written into a staging directory that replaces it only on
-            success, so a failed conversion leaves nothing behind.
-        labels: class names: a CSV with a display_name column (AudioSet's `class_labels_indices.csv`), a JSON list or
-            id2label file, a .txt file, a list or a mapping; their number must match the head. None: `LABEL_i` names
-            and a warning.
-        dataset: "audioset", "speechcommands" or "esc50": normalisation statistics and problem type. None: taken from
-            the file name (audioset*, speechcommands*, esc50*) or a 527-label head (AudioSet).
-        overwrite: replace a non-empty `output_dir`.
-        push_to_hub: "org/name": after writing, upload the directory to this Hub model repository.
-        reported_metric: the authors' score for the model card; None parses it from the file name (`_0.4593`).
-        frequency_stride, time_stride, max_length: the patch geometry, needed only when the positional grid is not
-            one of the authors' layouts (otherwise inferred, and checked when given).
-        num_attention_heads: needed only when the hidden size is not a multiple of 64.
-        num_mel_bins: mel bins of the training features (128 in every original recipe).
-        mean, std, problem_type: override the dataset preset, or replace it for other datasets.
-        hub_token, private: passed to the Hub when pushing.
-
-    Returns:
-        The output directory, holding config.json, model.safetensors, preprocessor_config.json and README.md.
-
-    Raises:
-        ValueError: unknown key layout (listing unexpected and missing keys), shape mismatches (key, expected, got),
-            non-tensor pickles, ambiguous geometry, a label file whose size differs from the head, unknown dataset.
-    """
-    return run_original_conversion(
-        checkpoint_path, output_dir, labels=labels, dataset=dataset, overwrite=overwrite, push_to_hub=push_to_hub,
-        reported_metric=reported_metric, frequency_stride=frequency_stride, time_stride=time_stride,
-        max_length=max_length, num_attention_heads=num_attention_heads, num_mel_bins=num_mel_bins, mean=mean,
-        std=std, problem_type=problem_type, hub_token=hub_token, private=private,
-    ).output_dir

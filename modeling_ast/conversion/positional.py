@@ -91,7 +91,7 @@ def resample_axis_at(grid: torch.Tensor, positions: torch.Tensor, axis: int) -> 
     """Sample one axis of a (1, D, rows, cols) grid at fractional indices, linearly between neighbours.
 
     `positions` (n,) are source indices (float); values outside [0, old - 1] take the nearest edge value. Returns the
-    grid with `n` positions along `axis`. Used to move a grid to another patch stride (see `new_task`).
+    grid with `n` positions along `axis`. Used to move a grid to another patch stride (see `adapt`).
     """
     _check_grid(grid)
     old = grid.shape[axis]

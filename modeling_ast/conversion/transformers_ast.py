@@ -18,9 +18,9 @@ import transformers
 from safetensors.torch import save_file
 from transformers.utils import cached_file
 
-from ..checkpoint_layouts import from_transformers_ast, to_transformers_ast
 from ..configuration_ast import ASTConfig
 from .io import atomic_output_dir, read_checkpoint_weights, read_config_dict
+from .layouts import from_transformers_ast, to_transformers_ast
 
 logger = logging.getLogger(__name__)
 

@@ -30,8 +30,6 @@ Everything else in the encoder (tokens, patch kernel, blocks, final norm) is cop
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,11 +38,11 @@ from typing import Literal
 import torch
 from transformers.utils import logging
 
-from ..checkpoint_layouts import from_transformers_ast
 from ..configuration_ast import ASTConfig
 from ..modeling_ast import ASTForAudioClassification, ASTModel
-from .imagenet import AUDIOSET_MEAN, AUDIOSET_STD, build_model, load_encoder, save_model_dir
-from .io import load_checkpoint_dir
+from .common import AUDIOSET_MEAN, AUDIOSET_STD, build_model, check_label_names, load_encoder, save_model_dir
+from .io import load_checkpoint_dir, read_json_file, warn_non_finite
+from .layouts import from_transformers_ast
 from .positional import adapt_grid, grid_from_tokens, resample_axis_at, tokens_from_grid
 
 logger = logging.get_logger(__name__)
@@ -52,7 +50,6 @@ logger = logging.get_logger(__name__)
 __all__ = [
     "adapt_pretrained_ast",
     "adapt_pretrained_grid",
-    "read_label_names",
     "save_adapted_ast",
     "stride_resampled_grid",
 ]
@@ -63,21 +60,17 @@ _PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_clas
 _TASK_FIELDS = ("id2label", "label2id", "num_labels", "problem_type", "architectures", "_name_or_path")
 
 
-def _num_patches(size: int, patch_size: int, stride: int) -> int:
-    return (size - patch_size) // stride + 1
+def stride_resampled_grid(grid: torch.Tensor, source: ASTConfig, target: ASTConfig) -> torch.Tensor:
+    """Step 1 of the module docstring: (1, D, f0, t0) at the source's strides -> (1, D, f1, t1) at the target's.
 
-
-def stride_resampled_grid(
-    grid: torch.Tensor, source_strides: tuple[int, int], strides: tuple[int, int], extent: tuple[int, int],
-    patch_size: int,
-) -> torch.Tensor:
-    """Step 1 of the module docstring: (1, D, f0, t0) at `source_strides` -> (1, D, f1, t1) at `strides`.
-
-    `extent` = (mel bins, frames) the source grid covers; f1, t1 are the patch counts of that extent at the new
-    strides. Target patch i samples the source grid at index `i * stride / source_stride` (linear, edge-clamped).
+    f1, t1 are the patch counts of the source's extent (mel bins x frames) at the target's strides. Target patch i
+    samples the source grid at index `i * stride / source_stride` (linear, edge-clamped).
     """
+    extent = (source.num_mel_bins, source.max_length)
+    source_strides = (source.frequency_stride, source.time_stride)
+    strides = (target.frequency_stride, target.time_stride)
     for axis, size, old_stride, new_stride in zip((2, 3), extent, source_strides, strides):
-        count = _num_patches(size, patch_size, new_stride)
+        count = source.num_patches(size, new_stride)
         positions = torch.arange(count, dtype=torch.float64) * new_stride / old_stride
         grid = resample_axis_at(grid, positions, axis)
     return grid
@@ -94,12 +87,9 @@ def adapt_pretrained_grid(
     if stride_mapping not in ("frames", "index"):
         raise ValueError(f"stride_mapping must be 'frames' or 'index', got {stride_mapping!r}")
     grid = grid_from_tokens(pos_embed, *source.patch_grid, num_tokens=2)
-    source_strides = (source.frequency_stride, source.time_stride)
-    strides = (target.frequency_stride, target.time_stride)
-    if stride_mapping == "frames" and strides != source_strides:
-        grid = stride_resampled_grid(
-            grid, source_strides, strides, (source.num_mel_bins, source.max_length), source.patch_size
-        )
+    strides_changed = (source.frequency_stride, source.time_stride) != (target.frequency_stride, target.time_stride)
+    if stride_mapping == "frames" and strides_changed:
+        grid = stride_resampled_grid(grid, source, target)
     return tokens_from_grid(pos_embed[:, :2], adapt_grid(grid, *target.patch_grid))
 
 
@@ -112,8 +102,7 @@ def _label_map(num_labels: int | None, id2label: Mapping[int, str] | Sequence[st
             labels = {index: str(name) for index, name in enumerate(id2label)}
         if sorted(labels) != list(range(len(labels))):
             raise ValueError(f"id2label keys must be 0..{len(labels) - 1}, got {sorted(labels)[:10]}")
-        if len(set(labels.values())) != len(labels):
-            raise ValueError("id2label has duplicate label names")
+        check_label_names([labels[index] for index in range(len(labels))], "id2label")
         if num_labels is not None and num_labels != len(labels):
             raise ValueError(f"num_labels={num_labels} disagrees with the {len(labels)} names in id2label")
         return labels
@@ -150,7 +139,9 @@ def _read_source(model_or_dir) -> tuple[ASTConfig, dict[str, torch.Tensor]]:
     if isinstance(model_or_dir, ASTForAudioClassification):
         model_or_dir = model_or_dir.ast
     if isinstance(model_or_dir, ASTModel):
-        return model_or_dir.config, {k: v.detach() for k, v in model_or_dir.state_dict().items()}
+        weights = {key: value.detach() for key, value in model_or_dir.state_dict().items()}
+        warn_non_finite(weights, f"the {type(model_or_dir).__name__} given")
+        return model_or_dir.config, weights
     if not isinstance(model_or_dir, (str, os.PathLike)):
         raise TypeError(f"expected an AST model or a saved model directory, got {type(model_or_dir).__name__}")
     state_dict, config_dict = load_checkpoint_dir(model_or_dir)
@@ -237,8 +228,8 @@ def save_adapted_ast(
     """`adapt_pretrained_ast(...)` saved with a feature extractor for `max_length` frames.
 
     The normalisation `mean` / `std` default to the source directory's preprocessor_config.json when it has one,
-    else to the AudioSet statistics; pass the new dataset's statistics when you have them (ESC-50: -6.6268077 /
-    5.358466, Speech Commands: -6.845978 / 5.5654526).
+    else to the AudioSet statistics; pass the new dataset's statistics when you have them (ESC-50 and Speech Commands:
+    `common.DATASET_PRESETS`).
     """
     model = adapt_pretrained_ast(model_or_dir, max_length, num_labels, id2label, **kwargs)
     source_mean, source_std = _source_normalisation(model_or_dir)
@@ -256,34 +247,8 @@ def _source_normalisation(model_or_dir) -> tuple[float, float]:
     if isinstance(model_or_dir, (str, os.PathLike)):
         preprocessor = Path(model_or_dir) / "preprocessor_config.json"
         if preprocessor.is_file():
-            values = json.loads(preprocessor.read_text())
+            values = read_json_file(preprocessor)
+            if not isinstance(values, dict):
+                raise ValueError(f"{preprocessor} holds a JSON {type(values).__name__}, expected an object")
             return float(values.get("mean", AUDIOSET_MEAN)), float(values.get("std", AUDIOSET_STD))
     return AUDIOSET_MEAN, AUDIOSET_STD
-
-
-def read_label_names(spec: str | os.PathLike) -> list[str]:
-    """Label names from a file or a comma-separated list (for the CLIs' --labels).
-
-    Files: `.csv` with a header (the `display_name` column when present, as in AudioSet's class_labels_indices.csv,
-    else the last column), `.json` (a list of names or an {index: name} map), anything else one name per line.
-    A string that is not an existing file is split on commas.
-    """
-    path = Path(spec)
-    if not path.is_file():
-        names = [name.strip() for name in str(spec).split(",") if name.strip()]
-        if not names:
-            raise ValueError(f"--labels {spec!r} is neither a file nor a comma-separated list of names")
-        return names
-    if path.suffix == ".csv":
-        with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        if not rows:
-            raise ValueError(f"{path} has no label rows")
-        column = "display_name" if "display_name" in rows[0] else list(rows[0])[-1]
-        return [row[column] for row in rows]
-    if path.suffix == ".json":
-        values = json.loads(path.read_text())
-        if isinstance(values, dict):
-            return [str(values[key]) for key in sorted(values, key=int)]
-        return [str(value) for value in values]
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
