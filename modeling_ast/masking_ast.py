@@ -1,9 +1,9 @@
 """Which patch tokens take part: padding masks for mixed-length batches, and patchout.
 
 A padded batch comes with the feature extractor's (B, T) frame mask. `clip_time_patches` turns it into each clip's
-number of real time patches, `token_mask` into a (B, N) mask over the tokens (shapes as in `modeling_ast`), and
-`mask_for_attention` into the form the configured attention implementation takes. `ASTPatchout` drops patch tokens
-(and their mask entries) during training.
+number of real time patches, `time_column_mask` into a (B, t) mask over the grid's time columns, `token_mask` into a
+(B, N) mask over the tokens (shapes as in `modeling_ast`), and `mask_for_attention` into the form the configured
+attention implementation takes. `ASTPatchout` drops patch tokens (and their mask entries) during training.
 """
 
 from __future__ import annotations
@@ -39,9 +39,14 @@ def clip_time_patches(attention_mask: torch.Tensor, config: ASTConfig) -> list[i
     return [max(1, config.time_patches(count)) for count in frames]
 
 
+def time_column_mask(clip_time: list[int], num_time: int, device: torch.device) -> torch.Tensor:
+    """(B, t) mask of a batch grid with `num_time` time columns, True for each clip's real ones."""
+    return torch.arange(num_time, device=device) < torch.tensor(clip_time, device=device)[:, None]
+
+
 def token_mask(clip_time: list[int], num_frequency: int, num_time: int, device: torch.device) -> torch.Tensor:
     """(B, N) mask, True for the two special tokens and each clip's real patches."""
-    real_columns = torch.arange(num_time, device=device) < torch.tensor(clip_time, device=device)[:, None]
+    real_columns = time_column_mask(clip_time, num_time, device)
     patches = real_columns[:, None, :].expand(-1, num_frequency, -1).flatten(1)  # frequency-major, like the tokens
     special = torch.ones(len(clip_time), 2, dtype=torch.bool, device=device)
     return torch.cat([special, patches], dim=1)

@@ -33,7 +33,7 @@ from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_ast import ASTConfig
-from .masking_ast import ASTPatchout, clip_time_patches, mask_for_attention, token_mask
+from .masking_ast import ASTPatchout, clip_time_patches, mask_for_attention, time_column_mask, token_mask
 
 # The decorator that records hidden states and attentions (`_can_record_outputs`) into the model output. Later 5.x
 # releases kept `check_model_inputs` as a name, but it no longer records anything there.
@@ -342,9 +342,7 @@ class ASTModel(ASTPreTrainedModel):
         patch_mask = None
         if attention_mask is not None:
             clip_time = clip_time_patches(attention_mask, self.config) or [num_time] * input_values.shape[0]
-            patch_mask = torch.arange(num_time, device=patches.device) < torch.tensor(
-                clip_time, device=patches.device
-            )[:, None]
+            patch_mask = time_column_mask(clip_time, num_time, patches.device)
         return ASTEmbeddingOutput(
             clip_embedding=output.pooler_output, patch_embeddings=patches, patch_mask=patch_mask
         )
