@@ -1,14 +1,15 @@
 """Registers model_type "ast" with transformers' Auto classes and the audio-classification pipeline (on import), and
 installs the reader of transformers' built-in AST checkpoints.
 
-Why a reader installed here rather than transformers' own load-time conversions (`conversion_mapping`,
-`WeightConverter`): those are keyed by the loading model's model_type, so they would apply to every "ast" checkpoint,
-and transformers >= 5.2x also runs them backwards on `save_pretrained`, which would write our models in the built-in
-key layout; 5.0 and 5.2x differ in their API as well. The built-in checkpoints differ from ours by a key table and a
-q/k/v fusion (`checkpoint_layouts`) that `conversion.transformers_ast.read_transformers_weights` applies in memory
-when, and only when, the source's config.json says model_type "audio-spectrogram-transformer"; `ASTConfig` reads that
-config.json itself. `modeling_ast.py` only knows that a `checkpoint_reader` may be installed, so it ships as Hub
-remote code without the converters (and then loads our layout only).
+Why a reader installed here rather than transformers' own load-time conversions
+(`register_checkpoint_conversion_mapping` with `WeightConverter`s): those are looked up by the loading model's
+model_type, so they would apply to every "ast" checkpoint, and `save_pretrained` runs them backwards (5.0 and 5.2x
+alike), so a model loaded from a built-in checkpoint would be saved in the built-in key layout under our config. The
+built-in checkpoints differ from ours by a key table and a q/k/v fusion (`checkpoint_layouts`), which
+`conversion.transformers_ast.read_transformers_weights` applies in memory when, and only when, the source's
+config.json says model_type "audio-spectrogram-transformer"; `ASTConfig` reads that config.json itself.
+`modeling_ast.py` only knows that a `checkpoint_reader` may be installed, so it ships as Hub remote code without the
+converters (and then loads our layout only).
 """
 
 from transformers import (
