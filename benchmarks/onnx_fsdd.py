@@ -21,7 +21,7 @@ import onnxruntime
 import torch
 
 from modeling_ast import ASTFeatureExtractor, ASTForAudioClassification
-from modeling_ast.feature_extraction_ast import num_frames
+from modeling_ast.fbank import num_frames
 from modeling_ast.audio_utils import load_audio
 from modeling_ast.conversion.onnx import export_onnx
 

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from transformers import PretrainedConfig
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+# transformers' built-in AST (`transformers.ASTConfig`): its model_type, the fields it shares with ours, and the label
+# count of the MIT AudioSet checkpoints.
+TRANSFORMERS_MODEL_TYPE = "audio-spectrogram-transformer"
+TRANSFORMERS_SHARED_FIELDS = (
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "patch_size", "qkv_bias",
+    "frequency_stride", "time_stride", "max_length", "num_mel_bins", "id2label", "label2id", "problem_type",
+    "architectures",
+)  # fmt: skip
+AUDIOSET_LABELS = 527
 
 
 class ASTConfig(PretrainedConfig):
@@ -110,6 +127,33 @@ class ASTConfig(PretrainedConfig):
         if self.id2label and not getattr(self, "label2id", None):
             self.label2id = {label: index for index, label in self.id2label.items()}
         self._check_geometry()
+
+    @classmethod
+    def get_config_dict(
+        cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """`PretrainedConfig.get_config_dict`, which also reads the config.json of transformers' built-in AST
+        (model_type "audio-spectrogram-transformer", e.g. the MIT `ast-finetuned-*` models) as ours: see
+        `from_transformers_dict`. `from_pretrained` goes through here, so `ASTConfig.from_pretrained` reads both."""
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict.get("model_type") == TRANSFORMERS_MODEL_TYPE:
+            config_dict = cls.from_transformers_dict(config_dict)
+        return config_dict, kwargs
+
+    @classmethod
+    def from_transformers_dict(cls, config_dict: dict[str, Any]) -> dict[str, Any]:
+        """Our config dict for the config dict of transformers' built-in AST.
+
+        The built-in model has one `layer_norm_eps` for the encoder and the head; both of ours get it, so the logits
+        are unchanged. The MIT AudioSet checkpoints (527 labels) never set `problem_type`, which makes pipelines apply
+        softmax to a multi-label model; such configs get "multi_label_classification".
+        """
+        fields = {key: config_dict[key] for key in TRANSFORMERS_SHARED_FIELDS if key in config_dict}
+        fields["layer_norm_eps"] = fields["head_layer_norm_eps"] = config_dict.get("layer_norm_eps", 1e-12)
+        if fields.get("problem_type") is None and len(fields.get("id2label") or ()) == AUDIOSET_LABELS:
+            fields["problem_type"] = "multi_label_classification"
+            logger.info("527-label AudioSet checkpoint without problem_type: multi_label_classification (sigmoid)")
+        return {"model_type": cls.model_type, **fields}
 
     def _check_geometry(self) -> None:
         """Reject shapes that cannot form a patch grid, naming the offending field."""

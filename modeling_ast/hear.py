@@ -53,7 +53,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configuration_ast import ASTConfig
-from .feature_extraction_ast import ASTFeatureExtractor, FrameSpec
+from .fbank import FrameSpec
+from .feature_extraction_ast import ASTFeatureExtractor
 from .modeling_ast import ASTModel
 
 __all__ = [

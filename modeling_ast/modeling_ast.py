@@ -14,11 +14,10 @@ columns for shorter inputs and linearly interpolated along time for longer ones 
 
 from __future__ import annotations
 
-import importlib
 import os
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,11 +27,20 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
-from transformers.utils import ModelOutput, logging
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_ast import ASTConfig
+from .masking_ast import ASTPatchout, clip_time_patches, mask_for_attention, time_column_mask, token_mask
 
-logger = logging.get_logger(__name__)
+# The decorator that records hidden states and attentions (`_can_record_outputs`) into the model output. Later 5.x
+# releases kept `check_model_inputs` as a name, but it no longer records anything there.
+try:
+    from transformers.utils.output_capturing import capture_outputs
+except ImportError:  # transformers 5.0
+    from transformers.utils.generic import check_model_inputs as capture_outputs
 
 
 class ASTPatchEmbed(nn.Module):
@@ -40,12 +48,8 @@ class ASTPatchEmbed(nn.Module):
 
     def __init__(self, config: ASTConfig) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(
-            1,
-            config.hidden_size,
-            kernel_size=config.patch_size,
-            stride=(config.frequency_stride, config.time_stride),
-        )
+        stride = (config.frequency_stride, config.time_stride)
+        self.proj = nn.Conv2d(1, config.hidden_size, kernel_size=config.patch_size, stride=stride)
 
     def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Returns the patch tokens (B, f * t, D), frequency-major, and the number of time patches t."""
@@ -109,84 +113,68 @@ class ASTEmbeddings(nn.Module):
         return self.dropout(embeddings), num_time
 
 
-class ASTPatchout(nn.Module):
-    """Patchout (Koutini et al., PaSST): drop patch tokens during training only, for speed and regularisation.
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Unpack[TransformersKwargs],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention written out: the "eager" implementation, and the only one that returns its probabilities.
 
-    Each training step drops `config.patchout_time` random time columns and `config.patchout_frequency` random
-    frequency rows of the patch grid (the same ones for the whole batch, so the batch stays rectangular), then a
-    `config.patchout_random` fraction of the remaining patches. [CLS] and [DIST] are always kept, and at least one
-    patch. Positional embeddings were added before, so kept patches keep their positions. Identity in eval mode.
+    query, key, value: (B, heads, N, head_dim); attention_mask: None or (B, 1, 1, N) boolean, True for the keys that
+    may be attended to. Returns the context (B, N, heads, head_dim), as every function of transformers' attention
+    interface does, and the probabilities (B, heads, N, N), normalised in float32 (exactly, for half precision too).
     """
-
-    def __init__(self, config: ASTConfig) -> None:
-        super().__init__()
-        self.drop_time = config.patchout_time
-        self.drop_frequency = config.patchout_frequency
-        self.drop_fraction = config.patchout_random
-
-    @property
-    def active(self) -> bool:
-        return self.training and bool(self.drop_time or self.drop_frequency or self.drop_fraction)
-
-    def forward(
-        self, tokens: torch.Tensor, key_mask: torch.Tensor | None, num_frequency: int, num_time: int
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """tokens (B, 2 + f * t, D) and key mask (B, 1, 1, 2 + f * t) -> the same for the kept patches only."""
-        if not self.active:
-            return tokens, key_mask
-        special, patches = tokens[:, :2], tokens[:, 2:].unflatten(1, (num_frequency, num_time))  # (B, f, t, D)
-        keep_frequency = _random_subset(num_frequency, num_frequency - self.drop_frequency, tokens.device)
-        keep_time = _random_subset(num_time, num_time - self.drop_time, tokens.device)
-        patches = patches[:, keep_frequency][:, :, keep_time].flatten(1, 2)
-        kept = _random_subset(patches.shape[1], round(patches.shape[1] * (1 - self.drop_fraction)), tokens.device)
-        tokens = torch.cat([special, patches[:, kept]], dim=1)
-        if key_mask is not None:
-            patch_mask = key_mask[:, 0, 0, 2:].unflatten(1, (num_frequency, num_time))
-            patch_mask = patch_mask[:, keep_frequency][:, :, keep_time].flatten(1)[:, kept]
-            key_mask = torch.cat([key_mask[:, 0, 0, :2], patch_mask], dim=1)[:, None, None, :]
-        return tokens, key_mask
-
-
-def _random_subset(size: int, keep: int, device: torch.device) -> torch.Tensor:
-    """Sorted indices of `keep` (at least 1) of `size` positions, drawn from torch's global RNG."""
-    return torch.randperm(size, device=device)[: max(keep, 1)].sort().values
+    scores = (query * scaling) @ key.transpose(-2, -1)
+    if attention_mask is not None:
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    probs = F.dropout(scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype), p=dropout, training=module.training)
+    return (probs @ value).transpose(1, 2), probs
 
 
 class ASTAttention(nn.Module):
-    """Multi-head self-attention with a fused qkv projection (rows ordered q, k, v as in the original checkpoints)."""
+    """Multi-head self-attention with a fused qkv projection (rows ordered q, k, v as in the original checkpoints).
+
+    The attention itself is the function `config._attn_implementation` names in transformers' attention interface
+    (`ALL_ATTENTION_FUNCTIONS`: "sdpa", "flash_attention_2", "flex_attention", ...) or `eager_attention_forward`, read
+    on every call so that `model.set_attn_implementation` switches it.
+    """
 
     def __init__(self, config: ASTConfig) -> None:
         super().__init__()
         self.config = config
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
-        self.scale = self.head_dim**-0.5
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = False  # read by transformers' attention functions
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
-        self.attn_drop = config.attention_probs_dropout_prob
+        self.attention_dropout = config.attention_probs_dropout_prob
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.proj_drop = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(
-        self, hidden_states: torch.Tensor, key_mask: torch.Tensor | None = None, output_attentions: bool = False
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, N, D) -> (B, N, D), and the attention probabilities (B, heads, N, N) when asked.
-
-        `key_mask` (B, 1, 1, N) is True for tokens that may be attended to (real patches and the two special tokens).
-        """
+        """(B, N, D) -> (B, N, D), and the attention probabilities (B, heads, N, N) where the implementation gives
+        them (eager only). `attention_mask` is the token mask in this implementation's form (`mask_for_attention`)."""
         batch_size, num_tokens, hidden_size = hidden_states.shape
         qkv = self.qkv(hidden_states).view(batch_size, num_tokens, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, head_dim)
-        dropout = self.attn_drop if self.training else 0.0
-        if output_attentions or self.config._attn_implementation == "eager":
-            scores = (query * self.scale) @ key.transpose(-2, -1)
-            if key_mask is not None:
-                scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
-            probs = F.dropout(scores.softmax(dim=-1), p=dropout, training=self.training)
-            context = probs @ value
-        else:
-            context = F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, dropout_p=dropout)
-            probs = None
-        context = context.transpose(1, 2).reshape(batch_size, num_tokens, hidden_size)
+        attention: Callable = eager_attention_forward
+        if self.config._attn_implementation != "eager":
+            attention = ALL_ATTENTION_FUNCTIONS[self.config._attn_implementation]
+        dropout = self.attention_dropout if self.training else 0.0
+        context, probs = attention(
+            self, query, key, value, attention_mask, dropout=dropout, scaling=self.scaling, **kwargs
+        )
+        context = context.reshape(batch_size, num_tokens, hidden_size)
         return self.proj_drop(self.proj(context)), probs
 
 
@@ -205,7 +193,7 @@ class ASTMLP(nn.Module):
 
 
 class ASTBlock(GradientCheckpointingLayer):
-    """Pre-norm Transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+    """Pre-norm Transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)); (B, N, D) -> (B, N, D)."""
 
     def __init__(self, config: ASTConfig) -> None:
         super().__init__()
@@ -215,11 +203,14 @@ class ASTBlock(GradientCheckpointingLayer):
         self.mlp = ASTMLP(config)
 
     def forward(
-        self, hidden_states: torch.Tensor, key_mask: torch.Tensor | None = None, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, probs = self.attn(self.norm1(hidden_states), key_mask, output_attentions)
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> torch.Tensor:
+        attended, _ = self.attn(self.norm1(hidden_states), attention_mask, **kwargs)
         hidden_states = hidden_states + attended
-        return hidden_states + self.mlp(self.norm2(hidden_states)), probs
+        return hidden_states + self.mlp(self.norm2(hidden_states))
 
 
 class ASTPreTrainedModel(PreTrainedModel):
@@ -233,33 +224,41 @@ class ASTPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["ASTEmbeddings", "ASTBlock"]
     _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    # Hidden states: the input of the first block, then each block's output (before the final LayerNorm).
+    _can_record_outputs = {"hidden_states": ASTBlock, "attentions": ASTAttention}
+    # (name or path, from_pretrained kwargs) -> our state dict for a checkpoint in another layout, None for ours (see
+    # `from_pretrained`). `modeling_ast.registration` installs the reader of transformers' built-in AST checkpoints;
+    # where this file runs as Hub remote code there is none.
+    checkpoint_reader: ClassVar[Callable[[str | os.PathLike, dict], dict[str, torch.Tensor] | None] | None] = None
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, which also reads transformers' built-in AST checkpoints.
+    def _can_set_attn_implementation(cls) -> bool:
+        """True: every attention call dispatches on `config._attn_implementation` (see `ASTAttention`).
 
-        A directory or Hub repository whose config.json says model_type "audio-spectrogram-transformer" (such as the
-        MIT `ast-finetuned-*` models) is converted on the fly into a temporary directory in our format (see
-        `modeling_ast.conversion.transformers_ast`) and loaded from there with every other argument unchanged.
-        Exported as Hub remote code (`modeling_ast.remote_code`) this file runs without the `conversion` subpackage
-        and loads checkpoints in our format only.
+        transformers guesses this from the module's source text, by patterns that differ between its releases.
         """
-        conversion = _checkpoint_conversion()
-        if conversion is None:  # running as Hub remote code, without the conversion subpackage
+        return True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, which also loads checkpoints `checkpoint_reader` recognises.
+
+        When the reader returns a state dict for `pretrained_model_name_or_path` (for example for transformers'
+        built-in AST, `MIT/ast-finetuned-*`), the model is built from the same source's config (which `ASTConfig`
+        reads in either format) and that state dict, with every other argument unchanged.
+        """
+        reader = cls.checkpoint_reader
+        state_dict = None
+        if reader is not None and pretrained_model_name_or_path is not None and "state_dict" not in kwargs:
+            state_dict = reader(pretrained_model_name_or_path, kwargs)
+        if state_dict is None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        hub_kwargs = conversion.hub_arguments(kwargs)
-        is_local_file = os.path.isfile(pretrained_model_name_or_path)
-        config_dict = (
-            None if is_local_file else conversion.read_config_dict(pretrained_model_name_or_path, **hub_kwargs)
-        )
-        if not conversion.is_transformers_ast(config_dict):
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        with tempfile.TemporaryDirectory() as converted:
-            conversion.convert_transformers_checkpoint(
-                pretrained_model_name_or_path, converted, overwrite=True, with_feature_extractor=False, **hub_kwargs
-            )
-            remaining = {key: value for key, value in kwargs.items() if key not in hub_kwargs}
-            model = super().from_pretrained(converted, *model_args, **remaining)
+        kwargs.setdefault("config", pretrained_model_name_or_path)
+        model = super().from_pretrained(None, *model_args, state_dict=state_dict, **kwargs)
         model.config._name_or_path = str(pretrained_model_name_or_path)
         return model
 
@@ -279,21 +278,7 @@ class ASTPreTrainedModel(PreTrainedModel):
                 init.trunc_normal_(parameter, std=std)
 
 
-def _checkpoint_conversion() -> ModuleType | None:
-    """This package's `conversion.transformers_ast`, or None where this file runs as Hub remote code, without it.
-
-    Imported by name, not with a `from .conversion... import` statement: transformers' remote-code export follows
-    every such line, even inside a function, and cannot ship a subpackage (it would look for `conversion.xxx.py`).
-    """
-    try:
-        return importlib.import_module(".conversion.transformers_ast", __package__)
-    except ModuleNotFoundError as err:
-        if err.name in (f"{__package__}.conversion", f"{__package__}.conversion.transformers_ast"):
-            return None
-        raise
-
-
-def _check_input_values(input_values: torch.Tensor, config: ASTConfig) -> None:
+def _check_inputs(input_values: torch.Tensor, attention_mask: torch.Tensor | None, config: ASTConfig) -> None:
     if input_values.dim() != 3:
         raise ValueError(
             f"input_values must be a (batch, frames, mel_bins) spectrogram, got shape {tuple(input_values.shape)}"
@@ -309,33 +294,11 @@ def _check_input_values(input_values: torch.Tensor, config: ASTConfig) -> None:
             f"input_values has {frames} frames; AST needs at least patch_size={config.patch_size} frames "
             f"(about {config.patch_size * 10 + 15} ms of audio). Pad the clip or use padding='max_length'."
         )
-
-
-def _clip_time_patches(attention_mask: torch.Tensor, config: ASTConfig) -> list[int] | None:
-    """Real time patches of each clip from a (B, T) frame mask of right-padded clips; None when nothing is padded.
-
-    A patch is real when all its frames are. A clip shorter than one patch (under about 175 ms) keeps its first
-    patch, completed by the padding frames that follow it, as the fixed-length AST sees such a clip; a clip with no
-    real frame at all is an error.
-    """
-    mask = attention_mask.bool()
-    if bool(mask.all()):
-        return None
-    if bool((mask[:, 1:] & ~mask[:, :-1]).any()):
-        raise ValueError("attention_mask must mark real frames first and padding after them (right padding)")
-    frames = mask.sum(dim=1).tolist()
-    empty = [index for index, count in enumerate(frames) if count == 0]
-    if empty:
-        raise ValueError(f"clips {empty} have no real frame in attention_mask")
-    return [max(1, (count - config.patch_size) // config.time_stride + 1) for count in frames]
-
-
-def _key_mask(clip_time: list[int], num_frequency: int, num_time: int, device: torch.device) -> torch.Tensor:
-    """(B, 1, 1, N) mask, True for the two special tokens and each clip's real patches."""
-    real_columns = torch.arange(num_time, device=device) < torch.tensor(clip_time, device=device)[:, None]
-    patches = real_columns[:, None, :].expand(-1, num_frequency, -1).flatten(1)  # frequency-major, like the tokens
-    special = torch.ones(len(clip_time), 2, dtype=torch.bool, device=device)
-    return torch.cat([special, patches], dim=1)[:, None, None, :]
+    if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_values.shape[:2]):
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)}; it must be (batch, frames) = "
+            f"{tuple(input_values.shape[:2])}, input_values.shape[:2]: one entry per frame of each clip"
+        )
 
 
 @dataclass
@@ -374,26 +337,23 @@ class ASTModel(ASTPreTrainedModel):
         Same arguments as `forward`. With an attention mask, `patch_mask` marks each clip's real time columns.
         """
         output = self(input_values, attention_mask=attention_mask, return_dict=True)
-        num_time = (input_values.shape[1] - self.config.patch_size) // self.config.time_stride + 1
-        patches = output.last_hidden_state[:, 2:].unflatten(1, (self.embeddings.grid_frequency, num_time))
+        num_time = self.config.time_patches(input_values.shape[1])
+        patches = output.last_hidden_state[:, 2:].unflatten(1, (self.config.patch_grid[0], num_time))
         patch_mask = None
         if attention_mask is not None:
-            clip_time = _clip_time_patches(attention_mask, self.config) or [num_time] * input_values.shape[0]
-            patch_mask = torch.arange(num_time, device=patches.device) < torch.tensor(
-                clip_time, device=patches.device
-            )[:, None]
+            clip_time = clip_time_patches(attention_mask, self.config) or [num_time] * input_values.shape[0]
+            patch_mask = time_column_mask(clip_time, num_time, patches.device)
         return ASTEmbeddingOutput(
             clip_embedding=output.pooler_output, patch_embeddings=patches, patch_mask=patch_mask
         )
 
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         input_values: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> BaseModelOutputWithPooling | tuple:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPooling:
         r"""
         Args:
             input_values: (B, T, F) normalised log-mel spectrogram from `ASTFeatureExtractor`; any T >= patch_size.
@@ -402,53 +362,28 @@ class ASTModel(ASTPreTrainedModel):
                 attention, and each clip gets the positional grid of its own length, so every clip of a padded batch
                 gives the result it gives alone. Without a mask, padding frames are seen like any input, as in the
                 original fixed-length model.
-            output_attentions: return the attention probabilities of every block, (B, heads, N, N) each.
-            output_hidden_states: return the embeddings and the output of every block, (B, N, D) each.
+            output_attentions: return the attention probabilities of every block, (B, heads, N, N) each (with
+                attn_implementation="eager"; the other implementations do not compute them).
+            output_hidden_states: return the input of the first block and the output of every block, (B, N, D) each.
+            return_dict: False returns the outputs as a tuple.
 
         Returns:
             `BaseModelOutputWithPooling` with `last_hidden_state` (B, N, D) after the final LayerNorm (fewer tokens
             in training mode with patchout) and
             `pooler_output` (B, D) = mean of the [CLS] and [DIST] states.
         """
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        if output_attentions and self.config._attn_implementation != "eager":
-            logger.warning_once(
-                "output_attentions=True computes attention eagerly; load the model with attn_implementation='eager' "
-                "to make that the default."
-            )
-        _check_input_values(input_values, self.config)
-
-        clip_time = None if attention_mask is None else _clip_time_patches(attention_mask, self.config)
+        _check_inputs(input_values, attention_mask, self.config)
+        clip_time = None if attention_mask is None else clip_time_patches(attention_mask, self.config)
         hidden_states, num_time = self.embeddings(input_values, clip_time)
-        key_mask = None
-        if clip_time is not None:
-            key_mask = _key_mask(clip_time, self.embeddings.grid_frequency, num_time, hidden_states.device)
-        hidden_states, key_mask = self.patchout(hidden_states, key_mask, self.embeddings.grid_frequency, num_time)
-
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
+        num_frequency = self.config.patch_grid[0]
+        tokens = None if clip_time is None else token_mask(clip_time, num_frequency, num_time, hidden_states.device)
+        hidden_states, tokens = self.patchout(hidden_states, tokens, num_frequency, num_time)
+        mask = mask_for_attention(self.config, hidden_states, tokens)
         for block in self.blocks:
-            hidden_states, probs = block(hidden_states, key_mask, output_attentions)
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            if output_attentions:
-                all_attentions += (probs,)
-
+            hidden_states = block(hidden_states, mask, **kwargs)
         sequence_output = self.norm(hidden_states)
         pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2
-        if not return_dict:
-            extras = tuple(value for value in (all_hidden_states, all_attentions) if value is not None)
-            return (sequence_output, pooled_output) + extras
-        return BaseModelOutputWithPooling(
-            last_hidden_state=sequence_output,
-            pooler_output=pooled_output,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
-        )
+        return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=pooled_output)
 
 
 class ASTClassifierHead(nn.Module):
@@ -522,36 +457,26 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         self.classifier = ASTClassifierHead(config)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_values: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> SequenceClassifierOutput | tuple:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SequenceClassifierOutput:
         r"""
         Args:
-            input_values, attention_mask, output_attentions, output_hidden_states: as in `ASTModel.forward`.
+            input_values, attention_mask, output_attentions, output_hidden_states, return_dict: as in
+                `ASTModel.forward`.
             labels: optional targets; the loss follows `config.problem_type` (see `classification_loss`).
 
         Returns:
             `SequenceClassifierOutput` with `logits` (B, num_labels) and `loss` when labels are given.
         """
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        outputs = self.ast(
-            input_values,
-            attention_mask=attention_mask,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
+        outputs = self.ast(input_values, attention_mask=attention_mask, **kwargs)
         logits = self.classifier(outputs.pooler_output)
         loss = None if labels is None else classification_loss(logits, labels, self.config)
-        if not return_dict:
-            extras = tuple(value for value in (outputs.hidden_states, outputs.attentions) if value is not None)
-            return ((loss,) if loss is not None else ()) + (logits,) + extras
         return SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )

@@ -23,7 +23,8 @@ import torch
 from transformers.pipelines.audio_classification import AudioClassificationPipeline
 
 from .audio_utils import load_audio
-from .feature_extraction_ast import ASTFeatureExtractor, FrameSpec
+from .fbank import FrameSpec
+from .feature_extraction_ast import ASTFeatureExtractor
 from .long_audio import FileWindows, WaveformWindows, iter_window_batches, plan_windows
 from .modeling_ast import class_scores
 

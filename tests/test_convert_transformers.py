@@ -60,6 +60,36 @@ def test_legacy_on_disk_checkpoint_loads_directly(tmp_path):
         )
 
 
+def test_a_loaded_builtin_checkpoint_saves_in_our_layout(tmp_path):
+    # The conversion happens on reading only: saving writes our keys and config, which load back without it.
+    builtin = random_builtin()
+    builtin.save_pretrained(tmp_path / "builtin")
+    ours = ASTForAudioClassification.from_pretrained(tmp_path / "builtin").eval()
+    ours.save_pretrained(tmp_path / "ours")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "ours" / "model.safetensors"), "pt") as handle:
+        assert set(handle.keys()) == set(ours.state_dict())
+    assert json.loads((tmp_path / "ours" / "config.json").read_text())["model_type"] == "ast"
+    assert_same_logits(ASTForAudioClassification.from_pretrained(tmp_path / "ours").eval(), builtin)
+
+
+def test_config_arguments_apply_to_a_builtin_checkpoint(tmp_path):
+    # A new head for fine-tuning: the config arguments reach the translated config, the encoder weights still load.
+    builtin = random_builtin()
+    builtin.save_pretrained(tmp_path)
+    ours = ASTForAudioClassification.from_pretrained(tmp_path, num_labels=7, ignore_mismatched_sizes=True).eval()
+    assert ours.config.num_labels == 7 and ours.classifier.fc.weight.shape == (7, 32)
+    assert ours.config._name_or_path == str(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            ours.ast(spectrogram()).pooler_output,
+            builtin.audio_spectrogram_transformer(spectrogram()).pooler_output,
+            atol=1e-6,
+            rtol=0,
+        )
+
+
 def test_in_memory_5x_names_and_pickled_weights_load(tmp_path):
     builtin = random_builtin()
     builtin.config.save_pretrained(tmp_path)

@@ -20,7 +20,8 @@ import transformers
 
 from modeling_ast import audio_utils
 from modeling_ast.audio_utils import load_audio, resample, to_float_waveform
-from modeling_ast.feature_extraction_ast import ASTFeatureExtractor, kaldi_fbank, kaldi_mel_banks, num_frames
+from modeling_ast.fbank import kaldi_fbank, kaldi_mel_banks, num_frames
+from modeling_ast.feature_extraction_ast import ASTFeatureExtractor
 
 try:
     import torchaudio.compliance.kaldi as ta_kaldi

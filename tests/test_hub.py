@@ -36,7 +36,9 @@ PLAIN_REPO = "org/tiny-ast"
 REMOTE_REPO = "org/tiny-ast-remote-code"
 SAMPLING_RATE = 16000
 PACKAGE_ROOT = Path(modeling_ast.__file__).resolve().parents[1]  # the checkout this process imports the package from
-CODE_FILES = {"modeling_ast.py", "configuration_ast.py", "feature_extraction_ast.py", "audio_utils.py"}
+CODE_FILES = {
+    "modeling_ast.py", "masking_ast.py", "configuration_ast.py", "feature_extraction_ast.py", "fbank.py", "audio_utils.py"
+}
 SUBPROCESS_TIMEOUT_S = 120
 
 # Runs in the fresh process. argv[1]: a JSON job {sources, remote_code, waveform, output, threads}.

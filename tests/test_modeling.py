@@ -7,12 +7,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
+from transformers.utils import is_flash_attn_2_available, is_torch_flex_attn_available
 
 from modeling_ast import ASTConfig, ASTForAudioClassification, ASTModel
 from modeling_ast.conversion.layouts import from_transformers_ast
 from modeling_ast.modeling_ast import class_scores
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_mel_bins=128)
+# Every attention implementation that runs on this machine's CPU.
+CPU_ATTENTION = [
+    "eager",
+    "sdpa",
+    pytest.param(
+        "flex_attention", marks=pytest.mark.skipif(not is_torch_flex_attn_available(), reason="no flex attention")
+    ),
+]
 
 
 def tiny_config(**overrides) -> ASTConfig:
@@ -166,9 +175,13 @@ def test_any_length_runs(frames):
 # ---------------------------------------------------------------- padding masks
 
 
+@pytest.mark.parametrize("attn_implementation", CPU_ATTENTION)
 @pytest.mark.parametrize("max_length", [1024, 128])  # 128: some clips are longer than the grid (interpolated)
-def test_each_clip_of_a_padded_batch_gives_its_solo_logits(max_length):
-    model = randomized(ASTForAudioClassification(tiny_config(max_length=max_length)))
+def test_each_clip_of_a_padded_batch_gives_its_solo_logits(max_length, attn_implementation):
+    model = randomized(
+        ASTForAudioClassification(tiny_config(max_length=max_length, attn_implementation=attn_implementation))
+    )
+    assert model.config._attn_implementation == attn_implementation
     lengths = [98, 300, 16, 211]
     clips = [spectrogram(1, n, seed=n)[0] for n in lengths]
     longest = max(lengths)
@@ -246,6 +259,33 @@ def test_eager_and_sdpa_agree_and_eager_returns_attention_maps():
     assert key_grid[..., 5:].abs().max() == 0
     assert key_grid[..., :5].abs().min() > 0
     assert len(out_eager.hidden_states) == 3  # embeddings + one per block
+
+
+def test_set_attn_implementation_switches_the_attention_in_place():
+    model = randomized(ASTForAudioClassification(tiny_config()))
+    assert model.config._attn_implementation == "sdpa"
+    inputs = spectrogram(2, 128)
+    mask = torch.ones(2, 128)
+    mask[0, 70:] = 0
+    with torch.no_grad():
+        reference = model(inputs, attention_mask=mask).logits
+        model.set_attn_implementation("eager")
+        assert model.config._attn_implementation == model.ast.config._attn_implementation == "eager"
+        eager = model(inputs, attention_mask=mask, output_attentions=True)
+        model.set_attn_implementation("sdpa")
+        assert model.config._attn_implementation == "sdpa"
+        sdpa = model(inputs, attention_mask=mask, output_attentions=True)
+    assert len(eager.attentions) == 2 and eager.attentions[1].shape == (2, 4, 2 + 12 * 12, 2 + 12 * 12)
+    assert not sdpa.attentions  # SDPA computes no probabilities (transformers warns and returns none)
+    torch.testing.assert_close(eager.logits, reference, atol=5e-7, rtol=0)  # measured 1.2e-7
+    torch.testing.assert_close(sdpa.logits, reference, atol=0, rtol=0)
+
+
+@pytest.mark.skipif(is_flash_attn_2_available(), reason="flash-attn is installed: the model would load with it")
+def test_flash_attention_2_is_refused_only_for_want_of_the_package():
+    # The model supports it (transformers checks the package, not the model); without flash-attn that is the error.
+    with pytest.raises(ImportError, match="(?i)flash"):
+        ASTForAudioClassification(tiny_config(attn_implementation="flash_attention_2"))
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
@@ -351,6 +391,14 @@ def test_save_and_load_round_trip_through_auto_classes(tmp_path):
     assert loaded.config.id2label[3] == "c3"
 
 
+def test_from_pretrained_takes_a_config_and_a_state_dict_without_a_path():
+    source = randomized(ASTForAudioClassification(tiny_config()))
+    loaded = ASTForAudioClassification.from_pretrained(None, config=source.config, state_dict=source.state_dict())
+    assert type(loaded) is ASTForAudioClassification
+    for (name, expected), actual in zip(source.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(expected, actual), name
+
+
 def test_loaded_weights_are_not_reinitialised(tmp_path):
     model = randomized(ASTForAudioClassification(tiny_config()))
     model.save_pretrained(tmp_path)
@@ -370,6 +418,12 @@ def test_loaded_weights_are_not_reinitialised(tmp_path):
         (torch.randn(1, 10, 128), None, "has 10 frames; AST needs at least patch_size=16"),
         (torch.randn(2, 64, 128), torch.tensor([[1] * 64, [0] * 10 + [1] * 54]), "right padding"),
         (torch.randn(2, 64, 128), torch.tensor([[1] * 64, [0] * 64]), r"clips \[1\] have no real frame"),
+        # the mask must have one entry per frame of each clip: no broadcasting over the batch, no other length
+        (torch.randn(2, 24, 128), torch.tensor([[1] * 20 + [0] * 4]), r"attention_mask has shape \(1, 24\); it must "
+         r"be \(batch, frames\) = \(2, 24\)"),
+        (torch.randn(2, 24, 128), torch.tensor([[1] * 90 + [0] * 8] * 2), r"attention_mask has shape \(2, 98\)"),
+        (torch.randn(2, 24, 128), torch.tensor([[1] * 20] * 2), r"attention_mask has shape \(2, 20\)"),
+        (torch.randn(2, 24, 128), torch.ones(2, 24, 1), r"attention_mask has shape \(2, 24, 1\)"),
     ],
 )
 def test_bad_input_is_named(inputs, mask, message):

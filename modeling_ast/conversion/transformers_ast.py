@@ -1,9 +1,10 @@
 """transformers' built-in AST (model_type "audio-spectrogram-transformer") to our format and back.
 
-Import: `ASTForAudioClassification.from_pretrained(dir_or_hub_id)` detects a built-in checkpoint (e.g. the MIT
-`ast-finetuned-*` models) from its config.json and converts it on the fly through `convert_transformers_checkpoint`;
-nothing needs converting by hand. Export: `export_to_transformers` writes any of our models as a checkpoint that stock
-transformers loads with `AutoModelForAudioClassification`, with identical logits at the native length.
+Import: `read_transformers_weights` is the `ASTPreTrainedModel.checkpoint_reader` that `modeling_ast.registration`
+installs, so `ASTForAudioClassification.from_pretrained(dir_or_hub_id)` loads a built-in checkpoint (e.g. the MIT
+`ast-finetuned-*` models) directly; `convert_transformers_checkpoint` keeps a converted copy. Export:
+`export_to_transformers` writes any of our models as a checkpoint that stock transformers loads with
+`AutoModelForAudioClassification`, with identical logits at the native length.
 """
 
 from __future__ import annotations
@@ -18,21 +19,13 @@ import transformers
 from safetensors.torch import save_file
 from transformers.utils import cached_file
 
-from ..configuration_ast import ASTConfig
+from ..configuration_ast import TRANSFORMERS_MODEL_TYPE, TRANSFORMERS_SHARED_FIELDS, ASTConfig
 from .io import atomic_output_dir, read_checkpoint_weights, read_config_dict
 from .layouts import from_transformers_ast, to_transformers_ast
 
 logger = logging.getLogger(__name__)
 
-TRANSFORMERS_MODEL_TYPE = "audio-spectrogram-transformer"
-_SHARED_FIELDS = (
-    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-    "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "patch_size", "qkv_bias",
-    "frequency_stride", "time_stride", "max_length", "num_mel_bins", "id2label", "label2id", "problem_type",
-    "architectures",
-)
 _HUB_ARGUMENTS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
-AUDIOSET_LABELS = 527
 
 
 def hub_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -44,20 +37,31 @@ def is_transformers_ast(config_dict: dict[str, Any] | None) -> bool:
     return config_dict is not None and config_dict.get("model_type") == TRANSFORMERS_MODEL_TYPE
 
 
-def config_from_transformers(config_dict: dict[str, Any]) -> ASTConfig:
-    """Our config for a built-in AST config dict.
+def read_transformers_weights(
+    name_or_path: str | os.PathLike, from_pretrained_kwargs: dict[str, Any]
+) -> dict[str, torch.Tensor] | None:
+    """Our state dict for a built-in AST checkpoint (directory or Hub id), None for any other source.
 
-    The built-in model has one `layer_norm_eps` for the encoder and the head; both of ours get it, so the logits are
-    unchanged. The MIT AudioSet checkpoints (527 labels) never set `problem_type`, which makes pipelines apply softmax
-    to a multi-label model; such configs get "multi_label_classification".
+    The `ASTPreTrainedModel.checkpoint_reader` of this package: `from_pretrained` passes its own keyword arguments,
+    of which the file-addressing ones (revision, token, ...) are used. The config is read by `ASTConfig`, which
+    translates the built-in one itself.
     """
-    fields = {key: config_dict[key] for key in _SHARED_FIELDS if key in config_dict}
-    eps = config_dict.get("layer_norm_eps", 1e-12)
-    config = ASTConfig(**fields, layer_norm_eps=eps, head_layer_norm_eps=eps)
-    if config.problem_type is None and config.num_labels == AUDIOSET_LABELS:
-        config.problem_type = "multi_label_classification"
-        logger.info("527-label AudioSet checkpoint without problem_type: set to multi_label_classification (sigmoid)")
-    return config
+    hub_kwargs = hub_arguments(from_pretrained_kwargs)
+    if os.path.isfile(name_or_path) or not is_transformers_ast(read_config_dict(name_or_path, **hub_kwargs)):
+        return None
+    return transformers_state_dict(name_or_path, **hub_kwargs)
+
+
+def transformers_state_dict(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> dict[str, torch.Tensor]:
+    """The weights of a built-in AST checkpoint in our layout.
+
+    Reads both key spellings of the built-in layout (legacy MIT names and the 5.x in-memory names). Raises
+    ValueError listing the keys that match nothing in our layout.
+    """
+    state_dict, unknown = from_transformers_ast(read_checkpoint_weights(name_or_path, **hub_kwargs))
+    if unknown:
+        raise ValueError(f"{name_or_path}: keys that are not part of transformers' AST layout: {unknown}")
+    return state_dict
 
 
 def convert_transformers_checkpoint(
@@ -70,17 +74,14 @@ def convert_transformers_checkpoint(
     """Write a built-in AST checkpoint (directory or Hub id) in our format: config.json + model.safetensors, and
     the source's preprocessor_config.json read into our `ASTFeatureExtractor` when it has one.
 
-    Reads both key spellings of the built-in layout (legacy MIT names and the 5.x in-memory names). Raises
-    ValueError listing the keys that match nothing in our layout.
+    Raises ValueError for a source that is not a built-in AST checkpoint, or whose weights do not fit its layout.
     """
     config_dict = read_config_dict(name_or_path, **hub_kwargs)
     if not is_transformers_ast(config_dict):
         found = None if config_dict is None else config_dict.get("model_type")
         raise ValueError(f"{name_or_path} is not a transformers AST checkpoint (model_type {found!r})")
-    config = config_from_transformers(config_dict)
-    state_dict, unknown = from_transformers_ast(read_checkpoint_weights(name_or_path, **hub_kwargs))
-    if unknown:
-        raise ValueError(f"{name_or_path}: keys that are not part of transformers' AST layout: {unknown}")
+    config = ASTConfig.from_pretrained(name_or_path, **hub_kwargs)
+    state_dict = transformers_state_dict(name_or_path, **hub_kwargs)
     with atomic_output_dir(output_dir, overwrite=overwrite) as staging:
         config.save_pretrained(staging)
         save_file({key: value.contiguous() for key, value in state_dict.items()}, staging / "model.safetensors",
@@ -120,7 +121,7 @@ def export_to_transformers(
             f"transformers' AST has one layer_norm_eps; exporting {config.layer_norm_eps} (encoder) and dropping the "
             f"head's {config.head_layer_norm_eps}"
         )
-    fields = {key: getattr(config, key) for key in _SHARED_FIELDS}
+    fields = {key: getattr(config, key) for key in TRANSFORMERS_SHARED_FIELDS}
     builtin_config = transformers.ASTConfig(**fields, layer_norm_eps=config.layer_norm_eps)
     builtin_config.architectures = [type(model).__name__]
     weights = to_transformers_ast(model.state_dict())
