@@ -1,8 +1,9 @@
 """modeling_ast.training: metrics, balanced DDP sampling, LR schedules and optimiser, weight averaging, ensembles, and
 the examples/average_checkpoints.py and examples/evaluate_ensemble.py command lines.
 
-Metric values are checked against small cases worked out by hand (explained next to each) and, where scikit-learn is
-installed (the `test` extra), against `sklearn.metrics` as an independent reference on random data with many ties.
+Metric values are checked against small cases worked out by hand (explained next to each), the independent
+reference; AP and AUC come from scikit-learn, and comparing with `sklearn.metrics` class by class on random data with
+many ties checks the per-class bookkeeping around it.
 """
 
 from __future__ import annotations
@@ -471,6 +472,39 @@ def test_callback_resumes_from_saved_epochs_and_rejects_bad_setups(tmp_path):
         WeightAveragingCallback(1, 2).on_train_begin(best_args, TrainerState(), control)
     with pytest.raises(ValueError, match="start_epoch"):
         WeightAveragingCallback(3, 2)
+
+
+class WithBuffers(torch.nn.Module):
+    """A parameter, a float buffer (like BatchNorm's running mean) and an integer buffer (like its step counter)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(2))
+        self.register_buffer("running_mean", torch.zeros(2))
+        self.register_buffer("steps", torch.tensor(0))
+
+
+def test_callback_averages_float_buffers_and_takes_integer_buffers_from_the_last_epoch(tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    state = TrainerState(is_world_process_zero=False)  # a plain module has no save_pretrained: check the average only
+    model, callback, epochs = WithBuffers(), WeightAveragingCallback(1, 3), []
+    callback.on_train_begin(args, state, TrainerControl())
+    for epoch, value in ((1, 1.0), (2, 2.0), (3, 4.0)):
+        with torch.no_grad():
+            model.weight.fill_(value), model.running_mean.fill_(10 * value), model.steps.fill_(int(value))
+        epochs.append({key: tensor.clone() for key, tensor in model.state_dict().items()})
+        state.epoch = float(epoch)
+        callback.on_epoch_end(args, state, TrainerControl(), model=model)
+    callback.on_train_end(args, state, TrainerControl(), model=model)
+    # (1 + 2 + 4) / 3 and (10 + 20 + 40) / 3; the step counter is the last epoch's, not a mean.
+    torch.testing.assert_close(model.weight.data, torch.full((2,), 7 / 3))
+    torch.testing.assert_close(model.running_mean, torch.full((2,), 70 / 3))
+    assert model.steps.item() == 4
+    averager = StateDictAverager()
+    for index, epoch_state in enumerate(epochs):
+        averager.add(epoch_state, f"epoch {index + 1}")
+    for key, value in averager.average().items():  # the same numbers as average_checkpoints
+        assert torch.equal(model.state_dict()[key], value)
 
 
 def test_weighted_trainer_rejects_weights_of_another_length(trained_run, tmp_path):

@@ -1,15 +1,10 @@
 """Checkpoint weight averaging and model ensembles, as in the AST recipes.
 
-Weight averaging (the released 0.459-mAP AudioSet model averages epochs 1-5; AudioSet balanced averages 6-25): the
-averaged model's every floating-point tensor is the mean of that tensor over the epochs' state dicts, accumulated in
-float64 and cast back to the tensor's dtype; integer/bool buffers are taken from the last checkpoint. Two ways:
-
-* `WeightAveragingCallback` for `transformers.Trainer`: adds each epoch's weights to a running float64 sum (one extra
-  model-sized buffer, never one copy per epoch), optionally also saving the epochs to
-  `output_dir/epoch_checkpoints/epoch_{k}.safetensors`; at the end of training it loads the average into the model
-  (so `trainer.evaluate()` / `trainer.save_model()` then use it) and writes it to `output_dir/weight_averaged`.
-* `average_checkpoints(inputs, output_dir)` (CLI: `examples/average_checkpoints.py`) for saved model directories or
-  `.safetensors` files.
+Weight averaging (the released 0.459-mAP AudioSet model averages epochs 1-5; AudioSet balanced averages 6-25): each
+floating-point tensor becomes its mean over the epochs (`torch.optim.swa_utils`' running mean, kept in float64, cast
+back to the tensor's dtype); integer/bool tensors come from the last epoch. `WeightAveragingCallback` does it during
+`transformers.Trainer` training with an `AveragedModel`; `average_checkpoints` (CLI: `examples/average_checkpoints.py`)
+does it for saved model directories or `.safetensors` files. Both give bit-identical weights for the same epochs.
 
 Ensembles (the 0.475 / 0.485 AudioSet results): `ensemble_predict` averages the members' sigmoid probabilities
 (multi-label models) or softmax probabilities (single-label) over the same inputs
@@ -18,6 +13,7 @@ Ensembles (the 0.475 / 0.485 AudioSet results): `ensemble_predict` averages the 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -30,11 +26,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_swa_avg_fn
 from transformers import PreTrainedModel, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging
 
-from ..conversion.io import load_checkpoint_dir
-from ..conversion.io import atomic_output_dir
+from ..conversion.io import atomic_output_dir, load_checkpoint_dir
 from ..modeling_ast import class_scores
 
 logger = logging.get_logger(__name__)
@@ -46,97 +42,81 @@ COPIED_CONFIGS = ("config.json", "preprocessor_config.json")
 # config.json entries that may differ between checkpoints of the same model.
 _VOLATILE_CONFIG_KEYS = frozenset({"transformers_version", "_name_or_path", "dtype", "torch_dtype"})
 
+_swa_update = get_swa_avg_fn()
+
+
+def _running_mean(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor | int) -> torch.Tensor:
+    """swa_utils' `averaged + (current - averaged) / (num_averaged + 1)` for floating-point tensors (the callers keep
+    `averaged` in float64); other tensors (step counters, masks) take the latest value instead of a truncated mean."""
+    return _swa_update(averaged, current, num_averaged) if averaged.is_floating_point() else current
+
 
 class StateDictAverager:
-    """Running mean of state dicts with identical keys and shapes, in bounded memory.
-
-    Keeps a float64 sum of the floating-point tensors (on the CPU) and the latest value of every other tensor.
-    """
+    """Running mean (`_running_mean`, float64 on the CPU) of state dicts with identical keys, shapes and kinds."""
 
     def __init__(self) -> None:
-        self._sums: dict[str, torch.Tensor] = {}
-        self._latest: dict[str, torch.Tensor] = {}
+        self._means: dict[str, torch.Tensor] = {}
         self._dtypes: dict[str, torch.dtype] = {}
         self._first_name = ""
         self.count = 0
 
     def _check_matches(self, state_dict: Mapping[str, torch.Tensor], name: str) -> None:
-        """ValueError naming the keys or shapes in which `state_dict` differs from the first one added."""
-        missing = sorted(set(self._dtypes) - set(state_dict))
-        extra = sorted(set(state_dict) - set(self._dtypes))
+        """ValueError naming the keys, shapes or kinds in which `state_dict` differs from the first one added."""
+        missing, extra = sorted(set(self._means) - set(state_dict)), sorted(set(state_dict) - set(self._means))
         if missing or extra:
             raise ValueError(
                 f"{name} does not have the same tensors as {self._first_name}: missing {missing[:10]}, "
                 f"unexpected {extra[:10]}"
             )
         for key, tensor in state_dict.items():
-            reference = self._sums.get(key, self._latest.get(key))
-            if tuple(tensor.shape) != tuple(reference.shape):
+            mean = self._means[key]
+            if tensor.shape != mean.shape or tensor.is_floating_point() != mean.is_floating_point():
                 raise ValueError(
-                    f"{key} has shape {tuple(tensor.shape)} in {name} but {tuple(reference.shape)} in "
-                    f"{self._first_name}"
-                )
-            if tensor.is_floating_point() != (key in self._sums):
-                raise ValueError(
-                    f"{key} is {tensor.dtype} in {name} but {self._dtypes[key]} in the checkpoints before it"
+                    f"{key} has shape {tuple(tensor.shape)} and dtype {tensor.dtype} in {name} but shape "
+                    f"{tuple(mean.shape)} and dtype {self._dtypes[key]} in the checkpoints before it (the first: "
+                    f"{self._first_name})"
                 )
 
     def add(self, state_dict: Mapping[str, torch.Tensor], name: str) -> None:
-        """Add one state dict; `name` (e.g. a path or "epoch 3") identifies it in error messages."""
+        """Add one state dict; `name` (e.g. a path) identifies it in error messages."""
         if self.count == 0:
             self._first_name = name
         else:
             self._check_matches(state_dict, name)
         for key, tensor in state_dict.items():
-            tensor = tensor.detach()
             self._dtypes[key] = tensor.dtype
-            if not tensor.is_floating_point():
-                self._latest[key] = tensor.to("cpu", copy=True)
-            elif key in self._sums:
-                self._sums[key] += tensor.to("cpu", torch.float64)
-            else:
-                self._sums[key] = tensor.to("cpu", torch.float64, copy=True)
+            dtype = torch.float64 if tensor.is_floating_point() else tensor.dtype
+            current = tensor.detach().to("cpu", dtype, copy=True)
+            self._means[key] = _running_mean(self._means[key], current, self.count) if self.count else current
         self.count += 1
 
     def average(self) -> dict[str, torch.Tensor]:
         """The mean state dict: float tensors in the dtype of the last one added, other tensors from the last one."""
         if self.count == 0:
             raise ValueError("no state dict has been added, nothing to average")
-        averaged = {key: (total / self.count).to(self._dtypes[key]) for key, total in self._sums.items()}
-        averaged.update({key: tensor.clone() for key, tensor in self._latest.items()})
-        return {key: averaged[key] for key in self._dtypes}
+        return {key: mean.to(self._dtypes[key], copy=True) for key, mean in self._means.items()}
 
 
-def _cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state dict as contiguous CPU tensors, ready for safetensors."""
-    return {key: tensor.detach().cpu().contiguous() for key, tensor in model.state_dict().items()}
-
-
-def _save_model_dir(model: PreTrainedModel, processing_class: Any, directory: Path, record: dict[str, Any]) -> None:
-    """`save_pretrained` of the model (and of the processing class, if it has one) plus the averaging record."""
-    model.save_pretrained(directory)
-    if hasattr(processing_class, "save_pretrained"):
-        processing_class.save_pretrained(directory)
+def _write_record(directory: Path, record: dict[str, Any]) -> None:
+    """weight_averaging.json: what was averaged."""
     (directory / AVERAGING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 
 class WeightAveragingCallback(TrainerCallback):
     """Average the model weights at the ends of epochs `start_epoch`..`end_epoch` (1-based, inclusive).
 
-    At each epoch end in the range the model's weights are added to a running float64 sum (with
-    `save_epoch_checkpoints`, the main process also writes them to
-    `<output_dir>/epoch_checkpoints/epoch_{k}.safetensors`, with config.json and preprocessor_config.json beside
-    them, so `average_checkpoints` can recompute or re-slice the average later). At the end of training the average is
-    loaded into the model on every process and the main process saves model, feature extractor and
-    `weight_averaging.json` to `<output_dir>/weight_averaged` (replacing an earlier one).
+    Each epoch end in the range updates an `AveragedModel` (a float64 CPU copy of the model, made on the model's
+    device first) and, with `save_epoch_checkpoints`, the main process writes the weights to
+    `<output_dir>/epoch_checkpoints/epoch_{k}.safetensors` with the configs beside them (for `average_checkpoints`).
+    At the end of training the average is loaded into the model on every process, and the main process saves it with
+    the feature extractor and `weight_averaging.json` to `<output_dir>/weight_averaged` (replacing an earlier one).
 
-    Epoch k is the epoch that ends when `state.epoch` reaches k (a run stopped early by `max_steps` ends its last,
-    partial epoch at the next integer). If training ends before `end_epoch`, the epochs seen are averaged with a
-    warning; if it ends before `start_epoch`, `on_train_end` raises ValueError. When training resumes from a Trainer
-    checkpoint, the epochs of the range that ended before the resume are read back from `epoch_checkpoints/` (enable
-    `save_epoch_checkpoints` for runs that may resume; on several machines `output_dir` must be shared).
-    Not usable with `load_best_model_at_end` (the final model would be ambiguous) or with sharded parameters
-    (FSDP / DeepSpeed ZeRO-3), whose `model.state_dict()` is not the full model.
+    Epoch k ends when `state.epoch` reaches k (a run stopped by `max_steps` ends its last, partial epoch at the next
+    integer). Training that ends before `end_epoch` averages the epochs seen, with a warning; before `start_epoch`,
+    `on_train_end` raises ValueError. After a resume from a Trainer checkpoint, the range's epochs that ended before
+    it are read back from `epoch_checkpoints/` (use `save_epoch_checkpoints` for runs that may resume; on several
+    machines `output_dir` must be shared). Not usable with `load_best_model_at_end` (which model would be final is
+    ambiguous) or with sharded parameters (FSDP / DeepSpeed ZeRO-3: `model.state_dict()` is not the full model).
 
     Attributes (after training): `averaged_epochs` (list of epochs averaged) and `output_path` (the written
     directory, None on non-main processes).
@@ -150,7 +130,7 @@ class WeightAveragingCallback(TrainerCallback):
         self.save_epoch_checkpoints = save_epoch_checkpoints
         self.averaged_epochs: list[int] = []
         self.output_path: Path | None = None
-        self._averager = StateDictAverager()
+        self._averaged: AveragedModel | None = None
 
     @staticmethod
     def epoch_checkpoint(output_dir: str | os.PathLike, epoch: int) -> Path:
@@ -164,21 +144,34 @@ class WeightAveragingCallback(TrainerCallback):
             raise ValueError("WeightAveragingCallback cannot be combined with load_best_model_at_end=True")
         self.averaged_epochs = []
         self.output_path = None
-        self._averager = StateDictAverager()
+        self._averaged = None
+
+    def _averaged_model(self, model: nn.Module) -> AveragedModel:
+        """The running average, built from `model` the first time."""
+        if self._averaged is None:
+            # use_buffers: buffers are averaged like parameters, as average_checkpoints does with every tensor.
+            self._averaged = AveragedModel(model, device="cpu", avg_fn=_running_mean, use_buffers=True).double()
+        return self._averaged
+
+    def _add(self, model: nn.Module, epoch: int) -> None:
+        """Update the running average with `model`'s weights as those of `epoch`."""
+        self._averaged_model(model).update_parameters(model)
+        self.averaged_epochs.append(epoch)
 
     def _save_epoch(self, args: TrainingArguments, epoch: int, model: nn.Module, processing_class: Any) -> None:
         """Write the epoch's weights (and, the first time, the configs) to `epoch_checkpoints/`."""
         path = self.epoch_checkpoint(args.output_dir, epoch)
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(_cpu_state_dict(model), str(path), metadata={"format": "pt"})
+        weights = {key: tensor.detach().cpu().contiguous() for key, tensor in model.state_dict().items()}
+        save_file(weights, str(path), metadata={"format": "pt"})
         config = getattr(model, "config", None)
         if config is not None and not (path.parent / "config.json").is_file():
             config.save_pretrained(path.parent)
         if hasattr(processing_class, "save_pretrained") and not (path.parent / "preprocessor_config.json").is_file():
             processing_class.save_pretrained(path.parent)
 
-    def _catch_up(self, args: TrainingArguments, epoch: int) -> None:
-        """After a resume, add the range's epochs before `epoch` that are missing from the sum, from their files."""
+    def _catch_up(self, args: TrainingArguments, epoch: int, model: nn.Module) -> None:
+        """After a resume, add the range's epochs before `epoch` that are missing from the average, from their files."""
         for earlier in range(self.start_epoch, min(epoch, self.end_epoch + 1)):
             if earlier in self.averaged_epochs:
                 continue
@@ -188,37 +181,28 @@ class WeightAveragingCallback(TrainerCallback):
                     f"weight averaging over epochs {self.start_epoch}-{self.end_epoch} needs epoch {earlier}, which "
                     f"ended before training resumed, but {path} does not exist (use save_epoch_checkpoints=True)"
                 )
-            self._averager.add(load_file(path), str(path))
-            self.averaged_epochs.append(earlier)
+            saved = copy.deepcopy(self._averaged_model(model).module)
+            saved.load_state_dict(load_file(path))
+            self._add(saved, earlier)
 
     def on_epoch_end(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        model: nn.Module | None = None,
-        processing_class: Any = None,
-        **kwargs: Any,
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        model, processing_class = kwargs["model"], kwargs.get("processing_class")
         epoch = math.ceil(state.epoch - 1e-6)
         if not self.start_epoch <= epoch <= self.end_epoch:
             return
         if self.save_epoch_checkpoints and state.is_world_process_zero:
             self._save_epoch(args, epoch, model, processing_class)
-        self._catch_up(args, epoch)
-        self._averager.add(model.state_dict(), f"epoch {epoch}")
-        self.averaged_epochs.append(epoch)
+        self._catch_up(args, epoch, model)
+        self._add(model, epoch)
 
     def on_train_end(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        model: nn.Module | None = None,
-        processing_class: Any = None,
-        **kwargs: Any,
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        self._catch_up(args, math.floor((state.epoch or 0.0) + 1e-6) + 1)  # resumed after the range: all from files
+        model, processing_class = kwargs["model"], kwargs.get("processing_class")
+        # Resumed after the range: all of it comes from the files.
+        self._catch_up(args, math.floor((state.epoch or 0.0) + 1e-6) + 1, model)
         self.averaged_epochs.sort()
         if not self.averaged_epochs:
             raise ValueError(
@@ -229,11 +213,15 @@ class WeightAveragingCallback(TrainerCallback):
             logger.warning(
                 f"training ended before epoch {self.end_epoch}: averaging only epochs {self.averaged_epochs}"
             )
-        model.load_state_dict(self._averager.average())
+        model.load_state_dict(self._averaged.module.state_dict())  # rounds the float64 mean to the model's dtypes
+        self._averaged = None  # frees the float64 copy
         if state.is_world_process_zero:
             target = Path(args.output_dir) / AVERAGED_MODEL_DIR
             with atomic_output_dir(target, overwrite=True) as staging:
-                _save_model_dir(model, processing_class, staging, {"averaged_epochs": self.averaged_epochs})
+                model.save_pretrained(staging)
+                if hasattr(processing_class, "save_pretrained"):
+                    processing_class.save_pretrained(staging)
+                _write_record(staging, {"averaged_epochs": self.averaged_epochs})
             self.output_path = target.resolve()
         logger.info(f"loaded the average of epochs {self.averaged_epochs} into the model")
 
@@ -289,10 +277,10 @@ def average_checkpoints(
     for path in paths:
         state_dict, config, config_dir = _read_checkpoint(path)
         if config is not None:
-            if reference_config is not None and _config_differences(reference_config[1], config):
-                differences = "; ".join(_config_differences(reference_config[1], config)[:10])
-                raise ValueError(f"config.json of {path} differs from that of {reference_config[0]}: {differences}")
             reference_config = reference_config or (path, config)
+            differences = "; ".join(_config_differences(reference_config[1], config)[:10])
+            if differences:
+                raise ValueError(f"config.json of {path} differs from that of {reference_config[0]}: {differences}")
         averager.add(state_dict, str(path))
         del state_dict
         config_dirs.update({name: config_dir for name in COPIED_CONFIGS if (config_dir / name).is_file()})
@@ -302,8 +290,7 @@ def average_checkpoints(
         save_file(averager.average(), str(staging / "model.safetensors"), metadata={"format": "pt"})
         for name, directory in config_dirs.items():
             shutil.copyfile(directory / name, staging / name)
-        record = {"averaged_checkpoints": [str(p.resolve()) for p in paths]}
-        (staging / AVERAGING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        _write_record(staging, {"averaged_checkpoints": [str(p.resolve()) for p in paths]})
     return Path(output_dir).resolve()
 
 
