@@ -119,7 +119,8 @@ def test_recipe_files_load_with_command_line_overrides(script, recipe):
         owner = next(group for group in groups if hasattr(group, key))
         assert getattr(owner, key) == value, key
     assert groups[3].seed == 7
-    parser = transformers.HfArgumentParser((script.ModelArguments, script.DataArguments, RecipeArguments))
+    groups = (script.ModelArguments, script.DataArguments, RecipeArguments, transformers.TrainingArguments)
+    parser = transformers.HfArgumentParser(groups)
     _, recipe_file, notes = parse_args_with_recipe(parser, [str(recipe), *data])
     assert recipe_file == recipe and set(notes) == {key for key in json.loads(recipe.read_text()) if key[0] == "_"}
 
@@ -204,7 +205,7 @@ def _hub_dataset(clips: Path):
         data = {"sound": [str(clips / row["path"]) for row in entries], "tag": [row["label"] for row in entries]}
         return Dataset.from_dict(data, features=features).cast_column("sound", Audio())
 
-    return DatasetDict(train=split("train"), test=split("test"))
+    return DatasetDict(train=split("train"), test=split("eval"))  # "test": the script's default --eval_split_name
 
 
 def test_datasets_dataset_from_disk_and_streamed(script, clips, tmp_path, fast_streams):
