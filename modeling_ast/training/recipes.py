@@ -100,7 +100,8 @@ def parse_args_with_recipe(
     """The parser's dataclasses from the command line (or `argv`), the recipe file and its notes.
 
     A first argument ending in .json is a recipe file: its values replace the parser's defaults (every key must be
-    one of the parser's arguments) and the arguments after it override them. Without one: (dataclasses, None, {}).
+    one of the parser's arguments; `parser` keeps them) and the arguments after it override them. Without one:
+    (dataclasses, None, {}).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     recipe_file, notes = None, {}

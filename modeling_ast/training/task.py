@@ -93,7 +93,7 @@ def check_files_exist(examples: Iterable[Example]) -> None:
     missing = [str(ex["audio"]) for ex in examples if isinstance(ex["audio"], str) and not Path(ex["audio"]).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"{len(missing)} listed audio file(s) do not exist: {list_names(missing)} (or --on_bad_file skip)"
+            f"{len(missing)} listed audio file(s) do not exist: {list_names(missing)} (on_bad_file 'skip' skips them)"
         )
 
 
