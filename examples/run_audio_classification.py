@@ -82,7 +82,9 @@ class DataArguments:
             "group named 'label', else its first group, else the whole match. FSDD: '^(\\d+)_'."
         },
     )
-    eval_regex: str | None = field(default=None, metadata={"help": "Files whose relative path matches: the eval split."})
+    eval_regex: str | None = field(
+        default=None, metadata={"help": "Files whose relative path matches this regex form the evaluation split."}
+    )
     audio_extensions: str = field(default=".wav,.flac,.ogg,.mp3", metadata={"help": "Extensions --data_dir reads."})
     train_file: str | None = field(
         default=None,
