@@ -462,6 +462,9 @@ def test_bad_files_skipped_counted_and_reported(bad_manifest, extractor, caplog)
     assert "skipped 3 unreadable audio file(s)" in record.getMessage() and "corrupt.wav" in record.getMessage()
     batch = collator(items)
     assert batch["input_values"].shape[0] == 2 and batch["labels"].tolist() == [0, 1]
+    for index in range(5):  # a second pass: the same files fail again, `total` counts distinct files
+        dataset[index]
+    assert dataset.bad_files.last_pass_count == 3 and dataset.bad_files.total == 3
     with pytest.raises(ValueError, match="all 2 clips of this batch were unreadable"):
         collator([None, None])
 
