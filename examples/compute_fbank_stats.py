@@ -1,8 +1,8 @@
 """Mean and standard deviation of a dataset's log-mel filter banks, for the AST feature extractor's normalisation.
 
     python examples/compute_fbank_stats.py --data_dir ESC-50-master/audio --max_length 512
-    python examples/compute_fbank_stats.py --manifest train.csv --max_length 1024 --output_json stats.json
-    python examples/compute_fbank_stats.py --dataset_name NAME --split train --max_length 128
+    python examples/compute_fbank_stats.py --train_file train.csv --max_length 1024 --output_json stats.json
+    python examples/compute_fbank_stats.py --dataset_name NAME --train_split_name train --max_length 128
 
 Pass the printed values to the training script as `--fbank_mean M --fbank_std S` (the feature extractor then
 normalises with `(x - M) / (2 * S)`, as the original code does).
@@ -33,16 +33,11 @@ import torch
 
 from modeling_ast import ASTFeatureExtractor
 from modeling_ast.training.augment import AugmentConfig
-from modeling_ast.training.data import (
-    AudioCollator,
-    AudioDataset,
-    Example,
-    LabelSpace,
-    folder_examples,
-    load_hub_examples,
-    manifest_examples,
-    num_samples_for_frames,
-)
+from modeling_ast.training.collator import AudioCollator
+from modeling_ast.training.datasets import AudioDataset, num_samples_for_frames
+from modeling_ast.training.labels import LabelSpace
+from modeling_ast.training.sampling import DrawKey
+from modeling_ast.training.sources import Example, folder_examples, load_hub_examples, manifest_examples
 
 
 @dataclass(frozen=True)
@@ -59,12 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data_dir", type=Path, help="folder of audio files (searched recursively)")
-    source.add_argument("--manifest", type=Path, help="CSV or JSON Lines manifest (as the training script's)")
+    source.add_argument("--train_file", type=Path, help="CSV or JSON Lines manifest (as the training script's)")
     source.add_argument("--dataset_name", help="a `datasets` dataset: Hub id, data folder or save_to_disk folder")
     parser.add_argument("--dataset_config_name", default=None, help="configuration of --dataset_name")
-    parser.add_argument("--split", default="train", help="split of --dataset_name (default train)")
-    parser.add_argument("--audio_column", default="audio", help="audio column of --dataset_name")
-    parser.add_argument("--label_column", default="label", help="label column of --dataset_name")
+    parser.add_argument("--train_split_name", default="train", help="split of --dataset_name (default train)")
+    parser.add_argument("--audio_column_name", default="audio", help="audio column of --dataset_name")
+    parser.add_argument("--label_column_name", default="label", help="label column of --dataset_name")
     parser.add_argument("--max_length", type=int, default=1024, help="frames per clip, as the model's (default 1024)")
     parser.add_argument(
         "--include_padding", action="store_true",
@@ -84,14 +79,14 @@ def read_examples(args: argparse.Namespace) -> tuple[Sequence[Example], LabelSpa
     (mixup mixes targets, not features), so the clips of folders and manifests all get one label, "clip"."""
     if args.dataset_name is not None:
         examples = load_hub_examples(
-            args.dataset_name, args.dataset_config_name, args.split,
-            audio_column=args.audio_column, label_column=args.label_column,
+            args.dataset_name, args.dataset_config_name, args.train_split_name,
+            audio_column_name=args.audio_column_name, label_column_name=args.label_column_name,
         )  # fmt: skip
         return examples, examples.label_space(multi_label=True)
     if args.data_dir is not None:
         examples = folder_examples(args.data_dir, label_regex=".+")["train"]  # any label: the relative path
     else:
-        examples = manifest_examples(args.manifest)
+        examples = manifest_examples(args.train_file)
     return [{**example, "labels": ["clip"]} for example in examples], LabelSpace(("clip",), multi_label=True)
 
 
@@ -118,9 +113,11 @@ def fbank_stats(
     collator = AudioCollator(
         extractor, augment, padding="max_length" if include_padding else "longest", return_attention_mask=True
     )
+    # Training clips are read as one epoch's draw, in order: clip i is the draw at position i of epoch 0.
+    keys = [DrawKey(0, index, index) if train else index for index in range(len(dataset))]
     total, total_squares, cells = 0.0, 0.0, 0
     for start in range(0, len(dataset), batch_size):
-        batch = collator([dataset[index] for index in range(start, min(start + batch_size, len(dataset)))])
+        batch = collator([dataset[key] for key in keys[start : start + batch_size]])
         features = batch["input_values"].double()
         if not include_padding:
             features = features[batch["attention_mask"].bool()]

@@ -6,10 +6,10 @@
 
 ESC50_DIR is the layout of the official release (github.com/karolpiczak/ESC-50): `meta/esc50.csv` with the columns
 `filename,fold,target,category,...` and the clips in `audio/`. For every fold k in --folds, the clips of fold k are the
-test set and the other folds the training set: the script writes the two manifests to
+evaluation split and the other folds the training split: the script writes the two manifests to
 `OUTPUT_DIR/manifests/fold{k}/` and trains with `run_audio_classification.main` on
 `--recipe` (default `examples/recipes/esc50.json`, the authors' ESC-50 recipe) plus the arguments it does not know
-itself, into `OUTPUT_DIR/seed{s}/fold{k}`. The accuracy of each fold is that of the final model on its test fold (no
+itself, into `OUTPUT_DIR/seed{s}/fold{k}`. The accuracy of each fold is that of the final model on that fold (no
 model selection). It prints and writes to `OUTPUT_DIR/cv_results.json`:
 
 - per seed: the accuracy of every fold, their mean (the cross-validated accuracy) and their standard deviation;
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--esc50_dir", type=Path, required=True, help="ESC-50 folder with meta/esc50.csv and audio/")
     parser.add_argument("--output_dir", type=Path, required=True, help="where manifests, models and results go")
-    parser.add_argument("--folds", default="1,2,3,4,5", help="comma-separated test folds (default 1,2,3,4,5)")
+    parser.add_argument("--folds", default="1,2,3,4,5", help="comma-separated held-out folds (default 1,2,3,4,5)")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds, one CV run each (default 0)")
     parser.add_argument(
         "--recipe", default=str(DEFAULT_RECIPE), help="recipe JSON of the training script ('none': its defaults)"
@@ -85,15 +85,15 @@ def read_meta(esc50_dir: Path) -> list[dict[str, str]]:
 def write_fold_manifests(
     rows: Sequence[dict[str, str]], esc50_dir: Path, fold: int, out_dir: Path
 ) -> tuple[Path, Path]:
-    """train.csv (every other fold) and test.csv (fold `fold`) with `path,label` columns, absolute paths."""
-    test = [row for row in rows if int(row["fold"]) == fold]
-    if not test:
+    """train.csv (every other fold) and eval.csv (fold `fold`) with `path,label` columns, absolute paths."""
+    held_out = [row for row in rows if int(row["fold"]) == fold]
+    if not held_out:
         folds = sorted({int(row["fold"]) for row in rows})
         raise ValueError(f"fold {fold} has no clips; the folds of the metadata are {folds}")
     train = [row for row in rows if int(row["fold"]) != fold]
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, split in (("train.csv", train), ("test.csv", test)):
+    for name, split in (("train.csv", train), ("eval.csv", held_out)):
         path = out_dir / name
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
@@ -122,7 +122,7 @@ def run_cv(
     esc50_dir: Path, output_dir: Path, folds: Sequence[int], seeds: Sequence[int], recipe: str | None,
     training_args: Sequence[str],
 ) -> dict[str, Any]:
-    """Train and test every (seed, fold); returns `summarise` of the test accuracies (also written as JSON)."""
+    """Train and evaluate every (seed, fold); returns `summarise` of the accuracies (also written as JSON)."""
     rows = read_meta(esc50_dir)
     manifests = {
         fold: write_fold_manifests(rows, esc50_dir, fold, output_dir / "manifests" / f"fold{fold}") for fold in folds
@@ -131,14 +131,14 @@ def run_cv(
     for seed in seeds:
         accuracies[seed] = {}
         for fold in folds:
-            train, test = manifests[fold]
+            train, evaluation = manifests[fold]
             argv = ([recipe] if recipe else []) + [
-                "--train_manifest", str(train), "--test_manifest", str(test),
+                "--train_file", str(train), "--eval_file", str(evaluation),
                 "--output_dir", str(output_dir / f"seed{seed}" / f"fold{fold}"), "--seed", str(seed),
             ]  # fmt: skip
             result = run_audio_classification.main(argv + list(training_args))
-            accuracies[seed][fold] = float(result["test_accuracy"])
-            print(f"seed {seed}, fold {fold}: test accuracy {accuracies[seed][fold]:.4f}")
+            accuracies[seed][fold] = float(result["eval_accuracy"])
+            print(f"seed {seed}, fold {fold}: accuracy {accuracies[seed][fold]:.4f}")
     summary = summarise(accuracies)
     (output_dir / "cv_results.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

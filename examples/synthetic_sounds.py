@@ -14,11 +14,11 @@ Eight classes of synthetic events, each placed at a random onset inside a 0.5-2 
 Frequencies, durations, onsets, gains and the noise level are drawn at random per clip from a seeded generator, so the
 same seed always writes byte-identical files. Output layout (paths in the manifests are relative to them):
 
-    OUT_DIR/train.csv, OUT_DIR/test.csv      columns `path,label`
+    OUT_DIR/train.csv, OUT_DIR/eval.csv      columns `path,label`
     OUT_DIR/train/<label>/<label>_<i>.wav    16 kHz mono 16-bit PCM
-    OUT_DIR/test/<label>/<label>_<i>.wav
+    OUT_DIR/eval/<label>/<label>_<i>.wav
 
-Usage: `python examples/synthetic_sounds.py OUT_DIR [--train_per_class 200] [--test_per_class 15] [--seed 0]`.
+Usage: `python examples/synthetic_sounds.py OUT_DIR [--train_per_class 200] [--eval_per_class 15] [--seed 0]`.
 Only numpy and soundfile are needed.
 """
 
@@ -104,7 +104,7 @@ CLASSES: dict[str, Synthesizer] = {
     "harmonic_stack": _harmonic_stack,
     "background": _background,
 }
-SPLITS = ("train", "test")
+SPLITS = ("train", "eval")  # the index is part of every clip's seed
 
 
 def _fade(num_samples: int) -> np.ndarray:
@@ -154,29 +154,29 @@ def _write_split(out_dir: Path, split: str, per_class: int, seed: int) -> Path:
 
 
 def generate_dataset(
-    out_dir: str | Path, train_per_class: int = 200, test_per_class: int = 15, seed: int = 0
+    out_dir: str | Path, train_per_class: int = 200, eval_per_class: int = 15, seed: int = 0
 ) -> tuple[Path, Path]:
-    """Writes the dataset under `out_dir` (see the module docstring) and returns the (train, test) manifest paths."""
-    for name, count in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
+    """Writes the dataset under `out_dir` (see the module docstring) and returns the (train, eval) manifest paths."""
+    for name, count in (("train_per_class", train_per_class), ("eval_per_class", eval_per_class)):
         if not isinstance(count, int) or count < 1:
             raise ValueError(f"{name} must be a positive integer, got {count!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return (
         _write_split(out_dir, "train", train_per_class, seed),
-        _write_split(out_dir, "test", test_per_class, seed),
+        _write_split(out_dir, "eval", eval_per_class, seed),
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out_dir", type=Path, help="folder to write the wav files and train.csv/test.csv into")
+    parser.add_argument("out_dir", type=Path, help="folder to write the wav files and train.csv/eval.csv into")
     parser.add_argument("--train_per_class", type=int, default=200, help="training clips per class (default 200)")
-    parser.add_argument("--test_per_class", type=int, default=15, help="test clips per class (default 15)")
+    parser.add_argument("--eval_per_class", type=int, default=15, help="evaluation clips per class (default 15)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes identical files")
     args = parser.parse_args()
-    train, test = generate_dataset(args.out_dir, args.train_per_class, args.test_per_class, args.seed)
-    print(f"wrote {len(CLASSES)} classes: {train} and {test}")
+    train, evaluation = generate_dataset(args.out_dir, args.train_per_class, args.eval_per_class, args.seed)
+    print(f"wrote {len(CLASSES)} classes: {train} and {evaluation}")
 
 
 if __name__ == "__main__":

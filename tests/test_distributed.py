@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from modeling_ast.training.trainer import end_processes
+
 sys.path.insert(0, {examples!r})
 import run_audio_classification
 
@@ -38,10 +40,10 @@ record = {{
     "digest": digest.hexdigest(),
     "steps": steps,
     "metrics": result["results"],
-    "num_test_clips": result["num_test_clips"],
+    "num_eval_clips": result["num_eval_clips"],
 }}
 Path(sys.argv[sys.argv.index("--output_dir") + 1], f"rank{{os.environ['RANK']}}.json").write_text(json.dumps(record))
-run_audio_classification.end_processes()
+end_processes()
 """
 
 
@@ -62,12 +64,12 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path, launcher):
         from synthetic_sounds import generate_dataset
     finally:
         sys.path.remove(str(EXAMPLES_DIR))
-    train, test = generate_dataset(tmp_path / "data", train_per_class=2, test_per_class=1, seed=1)  # 16 / 8 clips
+    train, evaluation = generate_dataset(tmp_path / "data", train_per_class=2, eval_per_class=1, seed=1)  # 16 / 8 clips
     wrapper = tmp_path / "train_and_hash.py"
     wrapper.write_text(WRAPPER.format(examples=str(EXAMPLES_DIR)))
     output_dir = tmp_path / "out"
     args = [
-        "--train_manifest", str(train), "--test_manifest", str(test), "--output_dir", str(output_dir),
+        "--train_file", str(train), "--eval_file", str(evaluation), "--output_dir", str(output_dir),
         "--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--intermediate_size", "64",
         "--max_length", "64", "--per_device_train_batch_size", "4", "--num_train_epochs", "2",
         "--mixup", "0.5", "--freqm", "8", "--timem", "8", "--balanced_sampling", "true", "--patchout_random", "0.2",
@@ -86,8 +88,8 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path, launcher):
     assert ranks[0]["digest"] == ranks[1]["digest"]
     # 16 clips, 4 per process and step, 2 processes: 2 steps per epoch, 4 in all (a single process would take 8).
     assert [record["steps"] for record in ranks] == [4, 4]
-    assert set(ranks[0]["metrics"]) == {"weight-averaged", "last epoch"} and ranks[0]["num_test_clips"] == 8
+    assert set(ranks[0]["metrics"]) == {"weight-averaged", "last epoch"} and ranks[0]["num_eval_clips"] == 8
     for model, metrics in ranks[0]["metrics"].items():
-        for name in ("test_loss", "test_accuracy", "test_top5_accuracy"):
+        for name in ("eval_loss", "eval_accuracy", "eval_top5_accuracy"):
             assert metrics[name] == ranks[1]["metrics"][model][name], (model, name)
     assert (output_dir / "model.safetensors").is_file() and (output_dir / "README.md").is_file()

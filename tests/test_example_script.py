@@ -16,6 +16,11 @@ import torch
 import transformers
 
 from modeling_ast import ASTConfig, ASTForAudioClassification
+from modeling_ast.training.collator import AudioCollator
+from modeling_ast.training.datasets import num_samples_for_frames
+from modeling_ast.training.decoding import decode_example
+from modeling_ast.training.sources import folder_examples, manifest_examples
+from modeling_ast.training.starting_points import feature_extractor_for
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 
@@ -71,15 +76,15 @@ def write_manifest(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
-def accuracy_by_hand(model_dir: Path, examples: list, script) -> float:
+def accuracy_by_hand(model_dir: Path, examples: list) -> float:
     """Accuracy of the saved model on `examples`, one clip at a time through the saved feature extractor (clips
     shorter than one patch padded with silence to one patch, as training does)."""
     model = transformers.AutoModelForAudioClassification.from_pretrained(model_dir).eval()
     feature_extractor = transformers.AutoFeatureExtractor.from_pretrained(model_dir)
-    one_patch = script.num_samples_for_frames(model.config.patch_size)
+    one_patch = num_samples_for_frames(model.config.patch_size)
     correct = 0
     for example in examples:
-        waveform = script.decode_example(example).numpy()
+        waveform = decode_example(example).numpy()
         waveform = np.pad(waveform, (0, max(0, one_patch - waveform.shape[0])))
         features = feature_extractor(waveform, sampling_rate=16000, return_tensors="pt")
         with torch.no_grad():
@@ -92,9 +97,9 @@ def accuracy_by_hand(model_dir: Path, examples: list, script) -> float:
 
 
 def test_synthetic_dataset_is_deterministic(synthetic, tmp_path):
-    first = synthetic.generate_dataset(tmp_path / "a", train_per_class=2, test_per_class=1, seed=3)
-    second = synthetic.generate_dataset(tmp_path / "b", train_per_class=2, test_per_class=1, seed=3)
-    synthetic.generate_dataset(tmp_path / "c", train_per_class=2, test_per_class=1, seed=4)
+    first = synthetic.generate_dataset(tmp_path / "a", train_per_class=2, eval_per_class=1, seed=3)
+    second = synthetic.generate_dataset(tmp_path / "b", train_per_class=2, eval_per_class=1, seed=3)
+    synthetic.generate_dataset(tmp_path / "c", train_per_class=2, eval_per_class=1, seed=4)
     rows = list(csv.DictReader(first[0].open()))
     assert len(rows) == 2 * len(synthetic.CLASSES)
     assert {row["label"] for row in rows} == set(synthetic.CLASSES)
@@ -107,7 +112,7 @@ def test_synthetic_dataset_is_deterministic(synthetic, tmp_path):
 
 
 def test_synthetic_clips_have_the_promised_format(synthetic, tmp_path):
-    train, _ = synthetic.generate_dataset(tmp_path, train_per_class=3, test_per_class=1)
+    train, _ = synthetic.generate_dataset(tmp_path, train_per_class=3, eval_per_class=1)
     for row in csv.DictReader(train.open()):
         samples, rate = soundfile.read(tmp_path / row["path"])
         assert rate == 16000 and samples.ndim == 1
@@ -130,22 +135,22 @@ def test_synthetic_rejects_bad_counts(synthetic, tmp_path):
 def test_demo_trains_saves_and_reloads_in_the_pipeline(script, synthetic, tmp_path, capsys):
     output_dir = tmp_path / "demo"
     result = script.main(
-        ["--output_dir", str(output_dir), "--synthetic_train_per_class", "2", "--synthetic_test_per_class", "2"]
+        ["--output_dir", str(output_dir), "--synthetic_train_per_class", "2", "--synthetic_eval_per_class", "2"]
         + TINY_RUN
     )
     saved = {path.name for path in output_dir.iterdir()}
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "data"} <= saved
     # The pipeline must get the frame mask the model trained with, or it reads the padding as audio.
     assert transformers.AutoFeatureExtractor.from_pretrained(output_dir).return_attention_mask
-    assert result["num_test_clips"] == 2 * len(synthetic.CLASSES)
-    test_clips = script.manifest_examples(output_dir / "data" / "test.csv")
-    assert result["test_accuracy"] == pytest.approx(accuracy_by_hand(output_dir, test_clips, script))
-    assert f"test accuracy: {result['test_accuracy']:.3f} (16 clips)" in capsys.readouterr().out
+    assert result["num_eval_clips"] == 2 * len(synthetic.CLASSES)
+    eval_clips = manifest_examples(output_dir / "data" / "eval.csv")
+    assert result["eval_accuracy"] == pytest.approx(accuracy_by_hand(output_dir, eval_clips))
+    assert f"eval accuracy: {result['eval_accuracy']:.3f} (16 clips)" in capsys.readouterr().out
     assert transformers.AutoConfig.from_pretrained(output_dir).problem_type == "single_label_classification"
 
     classifier = transformers.pipeline("audio-classification", model=str(output_dir))
     assert sorted(classifier.model.config.id2label.values()) == sorted(synthetic.CLASSES)
-    top3 = classifier(test_clips[0]["audio"], top_k=3)
+    top3 = classifier(eval_clips[0]["audio"], top_k=3)
     assert [guess["label"] for guess in top3] == [guess["label"] for guess in result["top3"]]
     assert [guess["score"] for guess in top3] == pytest.approx([guess["score"] for guess in result["top3"]])
     assert len(top3) == 3 and {guess["label"] for guess in top3} <= set(synthetic.CLASSES)
@@ -159,21 +164,23 @@ def test_demo_learns(script, tmp_path):
         + ["--hidden_size", "64", "--intermediate_size", "128", "--num_hidden_layers", "1", "--max_length", "128"]
         + ["--eval_strategy", "no", "--disable_tqdm", "true"]
     )
-    assert result["test_accuracy"] > 0.3
+    assert result["eval_accuracy"] > 0.3
 
 
 def test_evaluation_batches_give_each_clip_its_inference_logits(script):
-    """The script's evaluation batches (padding "longest", so a batch may be shorter than max_length) give every clip
+    """The script's evaluation batches (its default padding "longest" with the frame mask, so a batch may be shorter
+    than max_length; the feature extractor and collator built as the script builds them) give every clip
     the logits the feature extractor's own output gives it, i.e. what `pipeline` computes: also a clip shorter than
     one patch, and a batch holding only such clips (padded to one patch, 16 frames, with padding_value)."""
     config = ASTConfig(
         max_length=128, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=2
     )
     model = ASTForAudioClassification(config).eval()
-    args = script.parse_args(["--max_length", "128"])
-    feature_extractor = script.build_feature_extractor(args.model, config)
-    data = script.TaskData([], [], script.LabelSpace(("a", "b"), multi_label=False), "none")
-    collator = script.build_data_pipeline(data, feature_extractor, args).collator
+    model_args = script.parse_args(["--max_length", "128"])[0]
+    feature_extractor = feature_extractor_for(config, return_attention_mask=model_args.attention_mask)
+    collator = AudioCollator(
+        feature_extractor, None, model_args.padding, model_args.attention_mask, min_frames=config.patch_size
+    )
     generator = torch.Generator().manual_seed(0)
     # 8, 13, 48 and 186 frames (the last truncated to 128)
     clips = [0.1 * torch.randn(samples, generator=generator) for samples in (1600, 2400, 8000, 30000)]
@@ -196,41 +203,41 @@ def test_fsdd_folder_with_label_and_test_regex(script, fsdd_dir, tmp_path):
         for take in range(10):
             name = f"{digit}_{FSDD_SPEAKER}_{take}.wav"
             shutil.copy(fsdd_dir / name, data_dir / name)
-    splits = script.folder_examples(data_dir, r"^(\d+)_", r"_[0-4]\.wav$", ".wav")
-    assert len(splits["train"]) == len(splits["test"]) == 20
+    splits = folder_examples(data_dir, r"^(\d+)_", r"_[0-4]\.wav$", ".wav")
+    assert len(splits["train"]) == len(splits["eval"]) == 20
     assert sorted({example["labels"][0] for example in splits["train"]}) == list(FSDD_DIGITS)
-    assert all(int(Path(example["audio"]).stem.rsplit("_", 1)[1]) < 5 for example in splits["test"])
+    assert all(int(Path(example["audio"]).stem.rsplit("_", 1)[1]) < 5 for example in splits["eval"])
 
     output_dir = tmp_path / "fsdd"
     result = script.main(
-        ["--data_dir", str(data_dir), "--label_regex", r"^(\d+)_", "--test_regex", r"_[0-4]\.wav$"]
+        ["--data_dir", str(data_dir), "--label_regex", r"^(\d+)_", "--eval_regex", r"_[0-4]\.wav$"]
         + ["--output_dir", str(output_dir)]
         + TINY_RUN
     )
-    assert result["num_test_clips"] == 20
-    assert result["test_accuracy"] == pytest.approx(accuracy_by_hand(output_dir, splits["test"], script))
+    assert result["num_eval_clips"] == 20
+    assert result["eval_accuracy"] == pytest.approx(accuracy_by_hand(output_dir, splits["eval"]))
     classifier = transformers.pipeline("audio-classification", model=str(output_dir))
     assert classifier.model.config.id2label == dict(enumerate(FSDD_DIGITS))
-    assert {guess["label"] for guess in classifier(splits["test"][0]["audio"], top_k=3)} <= set(FSDD_DIGITS)
+    assert {guess["label"] for guess in classifier(splits["eval"][0]["audio"], top_k=3)} <= set(FSDD_DIGITS)
 
 
 def test_manifests_and_fine_tuning_a_saved_model_with_new_labels(script, synthetic, tmp_path):
     first = tmp_path / "first"
     script.main(
-        ["--output_dir", str(first), "--synthetic_train_per_class", "1", "--synthetic_test_per_class", "1"] + TINY_RUN
+        ["--output_dir", str(first), "--synthetic_train_per_class", "1", "--synthetic_eval_per_class", "1"] + TINY_RUN
     )
     for label in "xyz":
         for index in range(2):
             write_wav(tmp_path / "audio" / f"{label}{index}.wav")
     rows = [(f"audio/{label}{index}.wav", label) for label in "xyz" for index in range(2)]
     train = write_manifest(tmp_path / "train.csv", rows)
-    test = write_manifest(tmp_path / "test.csv", [("audio/x0.wav", "x"), ("audio/y0.wav", "y")])
+    evaluation = write_manifest(tmp_path / "eval.csv", [("audio/x0.wav", "x"), ("audio/y0.wav", "y")])
     second = tmp_path / "second"
     result = script.main(
-        ["--train_manifest", str(train), "--test_manifest", str(test), "--model_name_or_path", str(first)]
+        ["--train_file", str(train), "--eval_file", str(evaluation), "--model_name_or_path", str(first)]
         + ["--output_dir", str(second), "--max_steps", "1", "--disable_tqdm", "true"]
     )
-    assert result["num_test_clips"] == 2
+    assert result["num_eval_clips"] == 2
     model = transformers.AutoModelForAudioClassification.from_pretrained(second)
     assert isinstance(model, ASTForAudioClassification)
     assert model.config.id2label == {0: "x", 1: "y", 2: "z"}
@@ -241,9 +248,9 @@ def test_manifests_and_fine_tuning_a_saved_model_with_new_labels(script, synthet
 # --- validation --------------------------------------------------------------------------------------------------
 
 
-def run_folder(script, data_dir: Path, label_regex: str = r"^([a-z]+)_", test_regex: str = r"_test\.wav$"):
+def run_folder(script, data_dir: Path, label_regex: str = r"^([a-z]+)_", eval_regex: str = r"_test\.wav$"):
     return script.main(
-        ["--data_dir", str(data_dir), "--label_regex", label_regex, "--test_regex", test_regex]
+        ["--data_dir", str(data_dir), "--label_regex", label_regex, "--eval_regex", eval_regex]
         + ["--output_dir", str(data_dir.parent / "out")]
         + TINY_RUN
     )
@@ -268,14 +275,14 @@ def test_file_matching_no_label(script, tmp_path):
         run_folder(script, tmp_path / "data")
 
 
-def test_label_only_in_test(script, tmp_path):
+def test_label_only_in_eval(script, tmp_path):
     for name in ("cat_1.wav", "dog_1.wav", "cat_test.wav", "bird_test.wav"):
         write_wav(tmp_path / "data" / name)
     with pytest.raises(ValueError, match=r"labels bird of the evaluation split are not in the label space"):
         run_folder(script, tmp_path / "data")
 
 
-def test_empty_test_split(script, tmp_path):
+def test_empty_eval_split(script, tmp_path):
     for name in ("cat_1.wav", "dog_1.wav"):
         write_wav(tmp_path / "data" / name)
     with pytest.raises(ValueError, match="the evaluation split is empty"):
@@ -291,15 +298,15 @@ def test_invalid_regex(script, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--data_dir", "x"], "--data_dir needs --test_regex"),
-        (["--data_dir", "x", "--label_regex", "a"], "--data_dir needs --test_regex"),
+        (["--data_dir", "x"], "--data_dir needs --eval_regex"),
+        (["--data_dir", "x", "--label_regex", "a"], "--data_dir needs --eval_regex"),
         (["--label_regex", "a"], "give --data_dir too"),
-        (["--train_manifest", "a.csv"], "--test_manifest is missing"),
-        (["--data_dir", "x", "--train_manifest", "a.csv"], "give one data source, not --data_dir and --train_manifest"),
-        (["--dataset_name", "x", "--data_dir", "y", "--test_regex", "z"], "give one data source"),
+        (["--train_file", "a.csv"], "--eval_file is missing"),
+        (["--eval_file", "b.csv"], "--train_file is missing"),
+        (["--data_dir", "x", "--train_file", "a.csv"], "give one data source, not --data_dir and --train_file"),
+        (["--dataset_name", "x", "--data_dir", "y", "--eval_regex", "z"], "give one data source"),
         (["--streaming", "true"], "--streaming applies to --dataset_name"),
         (["--model_name_or_path", "a", "--imagenet_checkpoint", "b"], "not both"),
-        (["--adapt_max_length", "64"], "give it too"),
         (["--fbank_mean", "-4"], "--fbank_mean and --fbank_std together"),
         (["--weight_averaging_start_epoch", "2"], "together"),
     ],
@@ -326,6 +333,6 @@ def test_manifest_problems(script, tmp_path):
     for name, (error, message) in cases.items():
         with pytest.raises(error, match=message):
             script.main(
-                ["--train_manifest", str(good), "--test_manifest", str(tmp_path / name)]
+                ["--train_file", str(good), "--eval_file", str(tmp_path / name)]
                 + ["--output_dir", str(tmp_path / "out")]
             )

@@ -1,4 +1,5 @@
-"""Tests of `modeling_ast.training.data` and `modeling_ast.training.augment` on small generated wavs and FSDD clips."""
+"""Tests of the training data path (`modeling_ast.training` sources, labels, decoding, datasets, augment, collator) on
+small generated wavs and FSDD clips."""
 
 from __future__ import annotations
 
@@ -15,31 +16,30 @@ import soundfile as sf
 import torch
 
 from modeling_ast.audio_utils import resample
-from modeling_ast.feature_extraction_ast import ASTFeatureExtractor, num_frames
+from modeling_ast.fbank import num_frames
+from modeling_ast.feature_extraction_ast import ASTFeatureExtractor
 from modeling_ast.training.augment import (
     MAX_ROLL,
     AugmentConfig,
-    item_generator,
     mix_targets,
     mix_waveforms,
     noise_and_roll,
+    random_crop,
     sample_mixup_lambda,
     spec_augment_,
 )
-from modeling_ast.training.data import (
-    AudioCollator,
-    AudioDataset,
+from modeling_ast.training.collator import AudioCollator
+from modeling_ast.training.datasets import AudioDataset, StreamingAudioDataset, num_samples_for_frames
+from modeling_ast.training.decoding import UnreadableAudioError, decode_example
+from modeling_ast.training.labels import LabelSpace
+from modeling_ast.training.recipes import RecipeArguments
+from modeling_ast.training.sampling import SPECTROGRAM_STAGE, DrawKey, seeded_generator
+from modeling_ast.training.sources import (
     HubExamples,
-    LabelSpace,
-    StreamingAudioDataset,
     StreamingHubExamples,
-    UnreadableAudioError,
-    decode_example,
     folder_examples,
     load_hub_examples,
     manifest_examples,
-    num_samples_for_frames,
-    random_crop,
 )
 
 MAX_FRAMES = 64
@@ -53,6 +53,10 @@ CLIPS = [
     ("dog", "e.wav", 8000, 0.45),
     ("dog", "f.wav", 44100, 0.2),
 ]
+# The Speech Commands recipe's augmentations (mixup, SpecAugment, noise), read from the recipe file the script uses.
+SPEECH_COMMANDS = RecipeArguments.from_recipe(
+    Path(__file__).resolve().parents[1] / "examples" / "recipes" / "speechcommands_v2.json"
+).augment()
 FSDD_FILES = ["0_george_0.wav", "0_george_5.wav", "1_jackson_1.wav", "1_jackson_7.wav", "2_theo_3.wav", "2_theo_9.wav"]
 
 
@@ -103,6 +107,11 @@ def _labels(examples) -> list[list[str]]:
     return [example["labels"] for example in examples]
 
 
+def _draw(dataset: AudioDataset, index: int, epoch: int = 0, position: int | None = None):
+    """The training item of clip `index` drawn at `position` (default: `index`) of `epoch`."""
+    return dataset[DrawKey(epoch, index if position is None else position, index)]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Sources
 # ---------------------------------------------------------------------------------------------------------------
@@ -124,15 +133,15 @@ def test_folder_with_class_subfolders_decodes_at_16k(class_dir):
     torch.testing.assert_close(decode_example(examples[0]), expected)
 
 
-def test_folder_with_label_and_test_regex_on_fsdd(fsdd_subset):
-    splits = folder_examples(fsdd_subset, label_regex=r"^(\d+)_", test_regex=r"_[0-4]\.wav$", extensions="wav")
+def test_folder_with_label_and_eval_regex_on_fsdd(fsdd_subset):
+    splits = folder_examples(fsdd_subset, label_regex=r"^(\d+)_", eval_regex=r"_[0-4]\.wav$", extensions="wav")
     names = {split: [Path(e["audio"]).name for e in examples] for split, examples in splits.items()}
     assert names == {
         "train": ["0_george_5.wav", "1_jackson_7.wav", "2_theo_9.wav"],
-        "test": ["0_george_0.wav", "1_jackson_1.wav", "2_theo_3.wav"],
+        "eval": ["0_george_0.wav", "1_jackson_1.wav", "2_theo_3.wav"],
     }
     assert _labels(splits["train"]) == [["0"], ["1"], ["2"]]
-    waveform = decode_example(splits["test"][0])
+    waveform = decode_example(splits["eval"][0])
     assert waveform.shape[0] == 2 * sf.info(str(fsdd_subset / "0_george_0.wav")).frames  # 8 kHz -> 16 kHz
     named = folder_examples(fsdd_subset, label_regex=r"_(?P<label>[a-z]+)_")
     assert sorted({e["labels"][0] for e in named["train"]}) == ["george", "jackson", "theo"]
@@ -288,11 +297,11 @@ def test_hub_dataset_saved_to_disk(class_dir, tmp_path):
     assert len(load_hub_examples(tmp_path / "saved", split="test")) == 1
 
     dataset_items = AudioDataset(examples, space, train=True, max_samples=MAX_SAMPLES, seed=1)
-    assert [int(dataset_items[i]["labels"]) for i in range(3)] == [0, 1, 1]
+    assert [int(_draw(dataset_items, i)["labels"]) for i in range(3)] == [0, 1, 1]
     with pytest.raises(ValueError, match="no split 'validation'"):
         load_hub_examples(tmp_path / "saved", split="validation")
     with pytest.raises(ValueError, match=r"no column\(s\) \['sound'\]"):
-        load_hub_examples(tmp_path / "saved", audio_column="sound")
+        load_hub_examples(tmp_path / "saved", audio_column_name="sound")
 
 
 @pytest.mark.parametrize("kind", ["class_list", "string_list"])
@@ -377,16 +386,17 @@ def test_map_datasets_train_with_soft_targets_and_evaluate_with_class_indices(fs
     """Single-label with mixup: training batches hold (B, C) soft targets (soft-target cross-entropy in the model),
     evaluation batches (B,) class indices; one collator serves both loops."""
     pytest.importorskip("accelerate")
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
 
     from modeling_ast import ASTConfig, ASTForAudioClassification
+    from modeling_ast.training.trainer import ASTTrainer
 
-    splits = folder_examples(fsdd_subset, label_regex=r"^(\d+)_", test_regex=r"_[0-4]\.wav$")
+    splits = folder_examples(fsdd_subset, label_regex=r"^(\d+)_", eval_regex=r"_[0-4]\.wav$")
     space = LabelSpace.infer(_labels(splits["train"]))
-    space.check(_labels(splits["test"]), "test")
-    augment = AugmentConfig.from_recipe("speechcommands")
+    space.check(_labels(splits["eval"]), "eval")
+    augment = SPEECH_COMMANDS
     train_set = AudioDataset(splits["train"], space, train=True, max_samples=MAX_SAMPLES, augment=augment)
-    eval_set = AudioDataset(splits["test"], space, max_samples=MAX_SAMPLES)
+    eval_set = AudioDataset(splits["eval"], space, max_samples=MAX_SAMPLES)
     config = ASTConfig(
         hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_length=MAX_FRAMES,
         **space.config_kwargs(),
@@ -395,9 +405,9 @@ def test_map_datasets_train_with_soft_targets_and_evaluate_with_class_indices(fs
         output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=3, per_device_eval_batch_size=3,
         report_to="none", remove_unused_columns=False, save_strategy="no", use_cpu=True,
     )
-    trainer = Trainer(
+    trainer = ASTTrainer(  # the Trainer that draws training items by (epoch, position) keys
         model=ASTForAudioClassification(config), args=args, train_dataset=train_set, eval_dataset=eval_set,
-        data_collator=AudioCollator(extractor, augment),
+        data_collator=AudioCollator(extractor, augment), recipe=RecipeArguments(paper_optimizer=False),
     )
     assert math.isfinite(trainer.train().training_loss)
     assert math.isfinite(trainer.evaluate()["eval_loss"])
@@ -453,6 +463,9 @@ def test_bad_files_skipped_counted_and_reported(bad_manifest, extractor, caplog)
     assert "skipped 3 unreadable audio file(s)" in record.getMessage() and "corrupt.wav" in record.getMessage()
     batch = collator(items)
     assert batch["input_values"].shape[0] == 2 and batch["labels"].tolist() == [0, 1]
+    for index in range(5):  # a second pass: the same files fail again, `total` counts distinct files
+        dataset[index]
+    assert dataset.bad_files.last_pass_count == 3 and dataset.bad_files.total == 3
     with pytest.raises(ValueError, match="all 2 clips of this batch were unreadable"):
         collator([None, None])
 
@@ -510,11 +523,11 @@ def test_dataset_crop_and_collator_padding(class_dir, extractor):
     train = AudioDataset(examples, space, train=True, max_samples=MAX_SAMPLES, seed=0)
     evaluation = AudioDataset(examples, space, max_samples=MAX_SAMPLES, augment=AugmentConfig(mixup=1.0, freqm=9))
     for index, waveform in enumerate(full):
-        crop = train[index]["audio"]
+        crop = _draw(train, index)["audio"]
         assert crop.shape[0] == min(waveform.shape[0], MAX_SAMPLES)
         assert torch.equal(evaluation[index]["audio"], waveform[:MAX_SAMPLES])  # left-aligned, deterministic
     long_index = max(range(len(full)), key=lambda i: full[i].shape[0])
-    offsets = {_offset(full[long_index], train[long_index]["audio"]) for _ in range(10)}
+    offsets = {_offset(full[long_index], _draw(train, long_index, position=p)["audio"]) for p in range(10)}
     assert len(offsets) > 1
 
     batch = AudioCollator(extractor)([evaluation[i] for i in range(len(examples))])
@@ -577,9 +590,9 @@ def test_dataset_mixup_makes_soft_targets_and_centred_waveforms(fsdd_subset):
     space = LabelSpace.infer(_labels(examples))
     dataset = AudioDataset(examples, space, train=True, max_samples=MAX_SAMPLES, augment=AugmentConfig(mixup=1.0))
     mixed = 0
-    for _ in range(3):
+    for epoch in range(3):
         for index in range(len(dataset)):
-            item = dataset[index]
+            item = _draw(dataset, index, epoch)
             target = item["labels"]
             assert target.dtype == torch.float32 and target.shape == (3,)
             assert math.isclose(float(target.sum()), 1.0, rel_tol=1e-6)
@@ -589,7 +602,7 @@ def test_dataset_mixup_makes_soft_targets_and_centred_waveforms(fsdd_subset):
     assert mixed > 6  # most partners (uniform over 6 clips) carry another digit
 
     no_mixup = AudioDataset(examples, space, train=True, max_samples=MAX_SAMPLES)
-    assert no_mixup[0]["labels"].dtype == torch.int64  # class indices without mixup
+    assert _draw(no_mixup, 0)["labels"].dtype == torch.int64  # class indices without mixup
     evaluation = AudioDataset(examples, space, augment=AugmentConfig(mixup=1.0))
     assert evaluation[0]["labels"].dtype == torch.int64 and "seed" not in evaluation[0]
 
@@ -635,7 +648,7 @@ def test_collator_applies_spec_augment_before_normalisation(class_dir, extractor
     space = LabelSpace.infer(_labels(examples))
     augment = AugmentConfig(freqm=20, timem=25)
     dataset = AudioDataset(examples, space, train=True, max_samples=MAX_SAMPLES, augment=augment, seed=7)
-    items = [dataset[index] for index in range(len(dataset))]
+    items = [_draw(dataset, index) for index in range(len(dataset))]
     collator = AudioCollator(extractor, augment)
     batch = collator(items)
 
@@ -644,7 +657,8 @@ def test_collator_applies_spec_augment_before_normalisation(class_dir, extractor
     normalised = (raw - extractor.mean) / (2 * extractor.std)
     total_masked = 0
     for index, (row, item) in enumerate(zip(batch["input_values"], items)):
-        spans = spec_augment_(raw[index].clone(), augment.freqm, augment.timem, item_generator(item["seed"], 1))
+        generator = seeded_generator(item["seed"], SPECTROGRAM_STAGE)
+        spans = spec_augment_(raw[index].clone(), augment.freqm, augment.timem, generator)
         assert spans.freq_width <= 20 and spans.time_width <= 25
         mask = torch.zeros_like(row, dtype=torch.bool)
         mask[:, spans.freq_start : spans.freq_start + spans.freq_width] = True
@@ -694,7 +708,7 @@ def test_collator_noise_only_on_training_items(class_dir, extractor):
     train = AudioDataset(examples, space, train=True, max_samples=MAX_SAMPLES, augment=augment, seed=3)
     evaluation = AudioDataset(examples, space, max_samples=MAX_SAMPLES, augment=augment)
     collator = AudioCollator(extractor, augment)
-    train_batch = collator([train[0], train[3]])
+    train_batch = collator([_draw(train, 0), _draw(train, 3)])
     eval_batch = collator([evaluation[0], evaluation[3]])
     plain = extractor([decode_example(examples[i]) for i in (0, 3)], sampling_rate=16000, return_tensors="pt")
     assert torch.equal(eval_batch["input_values"], plain["input_values"])
@@ -713,9 +727,9 @@ def test_collator_noise_only_on_training_items(class_dir, extractor):
 
 
 def _train_batch(examples, space, extractor, seed: int) -> dict[str, torch.Tensor]:
-    augment = AugmentConfig.from_recipe("speechcommands")
+    augment = SPEECH_COMMANDS
     dataset = AudioDataset(examples, space, train=True, max_samples=MAX_SAMPLES, augment=augment, seed=seed)
-    return AudioCollator(extractor, augment)([dataset[index] for index in range(len(dataset))])
+    return AudioCollator(extractor, augment)([_draw(dataset, index) for index in range(len(dataset))])
 
 
 def test_augmentation_is_reproducible_under_a_seed(fsdd_subset, extractor):
@@ -729,15 +743,16 @@ def test_augmentation_is_reproducible_under_a_seed(fsdd_subset, extractor):
 
     augment = AugmentConfig(mixup=0.5, freqm=10, timem=10)
     dataset = AudioDataset(examples, space, train=True, max_samples=MAX_SAMPLES, augment=augment, seed=11)
-    epoch_one = [dataset[index]["seed"] for index in range(len(dataset))]
-    epoch_two = [dataset[index]["seed"] for index in range(len(dataset))]
-    assert epoch_one != epoch_two  # every read draws afresh
+    epoch_one = [_draw(dataset, index, epoch=1)["seed"] for index in range(len(dataset))]
+    epoch_two = [_draw(dataset, index, epoch=2)["seed"] for index in range(len(dataset))]
+    assert epoch_one != epoch_two  # every epoch draws afresh
+    assert epoch_one == [_draw(dataset, index, epoch=1)["seed"] for index in range(len(dataset))]  # the key decides
 
 
 def test_evaluation_is_never_augmented(fsdd_subset, extractor):
-    examples = folder_examples(fsdd_subset, label_regex=r"^(\d+)_", test_regex=r"_[0-4]\.wav$")["test"]
+    examples = folder_examples(fsdd_subset, label_regex=r"^(\d+)_", eval_regex=r"_[0-4]\.wav$")["eval"]
     space = LabelSpace(("0", "1", "2"), multi_label=False)
-    augment = AugmentConfig.from_recipe("speechcommands")
+    augment = SPEECH_COMMANDS
     evaluation = AudioDataset(examples, space, max_samples=MAX_SAMPLES, augment=augment)
     collator = AudioCollator(extractor, augment)
     batches = [collator([evaluation[index] for index in range(len(evaluation))]) for _ in range(2)]

@@ -22,6 +22,12 @@ import transformers
 from safetensors.torch import load_file
 
 import modeling_ast
+from modeling_ast.training.augment import AugmentConfig
+from modeling_ast.training.datasets import AudioDataset
+from modeling_ast.training.labels import LabelSpace
+from modeling_ast.training.recipes import RecipeArguments, parse_args_with_recipe
+from modeling_ast.training.sampling import DrawKey, EpochDrawSampler
+from modeling_ast.training.sources import manifest_examples
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 RECIPES = sorted((EXAMPLES_DIR / "recipes").glob("*.json"))
@@ -59,9 +65,9 @@ def script(modules):
 
 @pytest.fixture(scope="module")
 def clips(modules, tmp_path_factory) -> Path:
-    """Synthetic clips: train.csv (2 per class, 16) and test.csv (1 per class, 8), 8 classes."""
+    """Synthetic clips: train.csv (2 per class, 16) and eval.csv (1 per class, 8), 8 classes."""
     root = tmp_path_factory.mktemp("clips")
-    modules["synthetic_sounds"].generate_dataset(root, train_per_class=2, test_per_class=1, seed=5)
+    modules["synthetic_sounds"].generate_dataset(root, train_per_class=2, eval_per_class=1, seed=5)
     return root
 
 
@@ -78,7 +84,7 @@ def rows(manifest: Path) -> list[dict[str, str]]:
 
 
 def manifests(clips: Path) -> list[str]:
-    return ["--train_manifest", str(clips / "train.csv"), "--test_manifest", str(clips / "test.csv")]
+    return ["--train_file", str(clips / "train.csv"), "--eval_file", str(clips / "eval.csv")]
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -97,8 +103,8 @@ def multi_label_manifests(clips: Path, tmp_path: Path) -> list[str]:
         ]
 
     train = write_jsonl(tmp_path / "train.jsonl", records("train"))
-    test = write_jsonl(tmp_path / "test.jsonl", records("test"))
-    return ["--train_manifest", str(train), "--test_manifest", str(test)]
+    evaluation = write_jsonl(tmp_path / "eval.jsonl", records("eval"))
+    return ["--train_file", str(train), "--eval_file", str(evaluation)]
 
 
 # --- recipes and arguments ----------------------------------------------------------------------------------------
@@ -107,21 +113,25 @@ def multi_label_manifests(clips: Path, tmp_path: Path) -> list[str]:
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: path.stem)
 def test_recipe_files_load_with_command_line_overrides(script, recipe):
     values = {key: value for key, value in json.loads(recipe.read_text()).items() if not key.startswith("_")}
-    data = [] if "data_dir" in values else ["--train_manifest", "a.csv", "--test_manifest", "b.csv"]
-    args = script.parse_args([str(recipe), *data, "--seed", "7"])
-    groups = (args.model, args.data, args.recipe, args.training)
+    data = [] if "data_dir" in values else ["--train_file", "a.csv", "--eval_file", "b.csv"]
+    groups = script.parse_args([str(recipe), *data, "--seed", "7"])
     for key, value in values.items():
         owner = next(group for group in groups if hasattr(group, key))
         assert getattr(owner, key) == value, key
-    assert args.training.seed == 7 and args.recipe_file == recipe
+    assert groups[3].seed == 7
+    groups = (script.ModelArguments, script.DataArguments, RecipeArguments, transformers.TrainingArguments)
+    parser = transformers.HfArgumentParser(groups)
+    _, recipe_file, notes = parse_args_with_recipe(parser, [str(recipe), *data])
+    assert recipe_file == recipe and set(notes) == {key for key in json.loads(recipe.read_text()) if key[0] == "_"}
 
 
 def test_fsdd_recipe_names_its_data_and_the_command_line_wins(script):
     recipe = EXAMPLES_DIR / "recipes" / "fsdd.json"
-    args = script.parse_args([str(recipe), "--num_train_epochs", "2", "--freqm", "0"])
-    assert args.data.data_dir.endswith("fsdd/recordings") and args.data.label_regex == r"^(\d+)_"
-    assert args.training.num_train_epochs == 2 and args.recipe.freqm == 0
-    assert args.recipe.timem == json.loads(recipe.read_text())["timem"] > 0
+    argv = [str(recipe), "--num_train_epochs", "2", "--freqm", "0"]
+    _, data_args, recipe_args, training_args = script.parse_args(argv)
+    assert data_args.data_dir.endswith("fsdd/recordings") and data_args.label_regex == r"^(\d+)_"
+    assert training_args.num_train_epochs == 2 and recipe_args.freqm == 0
+    assert recipe_args.timem == json.loads(recipe.read_text())["timem"] > 0
 
 
 def test_recipe_errors(script, tmp_path):
@@ -169,13 +179,13 @@ def test_multi_label_manifests_train_with_bce_and_write_the_outputs(script, clip
     assert config.problem_type == "multi_label_classification"
     assert sorted(config.id2label.values()) == ["noisy", "pulsed", "tonal"]
     assert (config.patchout_time, config.patchout_frequency, config.patchout_random) == (1, 0, 0.25)
-    assert {"test_mAP", "test_mAUC", "test_d_prime", "test_accuracy"} <= set(result["metrics"])
+    assert {"eval_mAP", "eval_mAUC", "eval_d_prime", "eval_accuracy"} <= set(result["metrics"])
     assert result["plot"] == output_dir / "per_class_ap.png" and result["plot"].stat().st_size > 1000
     assert list((output_dir / "runs").glob("*/events.out.tfevents.*"))
     card = (output_dir / "README.md").read_text()
     assert "pipeline_tag: audio-classification" in card and "multi-label" in card
-    assert f"| final | {result['metrics']['test_mAP']:.4f} |" in card
-    assert "--patchout_time 1" in card and "python examples/run_audio_classification.py --train_manifest" in card
+    assert f"| final | {result['metrics']['eval_mAP']:.4f} |" in card
+    assert "--patchout_time 1" in card and "python examples/run_audio_classification.py --train_file" in card
 
     model = result["model"].eval()  # patchout is training-only: evaluation sees every patch, deterministically
     features = torch.randn(2, 64, 128)
@@ -195,18 +205,18 @@ def _hub_dataset(clips: Path):
         data = {"sound": [str(clips / row["path"]) for row in entries], "tag": [row["label"] for row in entries]}
         return Dataset.from_dict(data, features=features).cast_column("sound", Audio())
 
-    return DatasetDict(train=split("train"), test=split("test"))
+    return DatasetDict(train=split("train"), test=split("eval"))  # "test": the script's default --eval_split_name
 
 
 def test_datasets_dataset_from_disk_and_streamed(script, clips, tmp_path, fast_streams):
     dataset = _hub_dataset(clips)
     dataset.save_to_disk(tmp_path / "saved")
-    columns = ["--audio_column", "sound", "--label_column", "tag"]
+    columns = ["--audio_column_name", "sound", "--label_column_name", "tag"]
     result = script.main(
         ["--dataset_name", str(tmp_path / "saved"), "--output_dir", str(tmp_path / "a"), "--max_steps", "2"]
         + columns + TINY
     )
-    assert result["num_test_clips"] == 8 and result["problem_type"] == "single_label_classification"
+    assert result["num_eval_clips"] == 8 and result["problem_type"] == "single_label_classification"
 
     for name, split in dataset.items():  # parquet files with the audio bytes embedded: a streamable data folder
         split.to_parquet(str(tmp_path / "parquet" / f"{name}.parquet"))
@@ -215,7 +225,7 @@ def test_datasets_dataset_from_disk_and_streamed(script, clips, tmp_path, fast_s
         + ["--output_dir", str(tmp_path / "b"), "--eval_strategy", "no", "--mixup", "0.5", "--freqm", "8"]
         + columns + TINY
     )
-    assert result["num_test_clips"] == 8
+    assert result["num_eval_clips"] == 8
     assert transformers.AutoConfig.from_pretrained(tmp_path / "b").num_labels == 8
 
 
@@ -225,7 +235,7 @@ def test_unreadable_files_stop_the_run_or_are_skipped_and_counted(script, clips,
     train = tmp_path / "train.csv"
     with train.open("w", newline="") as handle:
         csv.writer(handle).writerows([("path", "label"), *entries, (str(tmp_path / "broken.wav"), "tone")])
-    argv = ["--train_manifest", str(train), "--test_manifest", str(clips / "test.csv")] + TINY
+    argv = ["--train_file", str(train), "--eval_file", str(clips / "eval.csv")] + TINY
     with pytest.raises(ValueError, match=r"cannot read audio .*broken\.wav"):
         script.main(argv + ["--output_dir", str(tmp_path / "a"), "--num_train_epochs", "1"])
 
@@ -236,24 +246,22 @@ def test_unreadable_files_stop_the_run_or_are_skipped_and_counted(script, clips,
     result = script.main(
         argv + ["--output_dir", str(tmp_path / "c"), "--num_train_epochs", "1", "--on_bad_file", "skip"]
     )
-    assert result["skipped_files"] == {"train": 2, "test": 0}
-    assert "skipped unreadable audio: 2 training clip(s), 0 test clip(s)" in capsys.readouterr().out
+    assert result["skipped_files"] == {"train": 2, "eval": 0}
+    assert "skipped unreadable audio: 2 training clip(s), 0 eval clip(s)" in capsys.readouterr().out
 
 
 # --- reproducible augmentation, sampling, schedule, averaging, resumption -----------------------------------------
 
 
-def test_training_items_depend_only_on_seed_epoch_and_position(script, clips):
-    from modeling_ast.training.data import manifest_examples
-
+def test_training_items_depend_only_on_seed_epoch_and_position(clips):
     examples = manifest_examples(clips / "train.csv")
-    space = script.LabelSpace.infer([example["labels"] for example in examples])
-    augment = script.AugmentConfig(mixup=1.0, freqm=8, timem=8, noise=True)
+    space = LabelSpace.infer([example["labels"] for example in examples])
+    augment = AugmentConfig(mixup=1.0, freqm=8, timem=8, noise=True)
 
     def dataset(seed: int):
-        return script.DrawSeededDataset(examples, space, seed, augment=augment, max_samples=4000)
+        return AudioDataset(examples, space, train=True, seed=seed, augment=augment, max_samples=4000)
 
-    key = script.DrawKey(epoch=1, position=3, index=5)
+    key = DrawKey(epoch=1, position=3, index=5)
     first, again = dataset(0)[key], dataset(0)[key]
     assert torch.equal(first["audio"], again["audio"]) and torch.equal(first["labels"], again["labels"])
     assert first["seed"] == again["seed"]
@@ -262,13 +270,15 @@ def test_training_items_depend_only_on_seed_epoch_and_position(script, clips):
         assert other["seed"] != first["seed"]
     with pytest.raises(TypeError, match="EpochDrawSampler keys"):
         dataset(0)[5]
+    with pytest.raises(TypeError, match="clip indices"):
+        AudioDataset(examples, space)[key]  # evaluation items are read by index
 
-    sampler = script.EpochDrawSampler(len(examples), seed=3)
+    sampler = EpochDrawSampler(len(examples), seed=3)
     order = [key.index for key in sampler]
     assert sorted(order) == list(range(16)) and order == [key.index for key in sampler]
     sampler.set_epoch(1)
     assert [key.epoch for key in sampler] == [1] * 16 and [key.index for key in sampler] != order
-    weighted = script.EpochDrawSampler(len(examples), seed=3, weights=torch.tensor([1.0] + [0.0] * 15))
+    weighted = EpochDrawSampler(len(examples), seed=3, weights=torch.tensor([1.0] + [0.0] * 15))
     assert [key.index for key in weighted] == [0] * 16
 
 
@@ -318,7 +328,7 @@ def test_resumed_run_ends_exactly_like_the_uninterrupted_one(script, clips, tmp_
 
     assert set(full["results"]) == {"weight-averaged", "last epoch"}
     for name in full["results"]:
-        for metric in ("test_accuracy", "test_top5_accuracy", "test_loss"):
+        for metric in ("eval_accuracy", "eval_top5_accuracy", "eval_loss"):
             assert resumed["results"][name][metric] == pytest.approx(full["results"][name][metric], abs=1e-6)
     full_weights, resumed_weights = full["model"].state_dict(), resumed["model"].state_dict()
     for key, value in full_weights.items():
@@ -359,7 +369,7 @@ def test_fine_tuning_keeps_the_head_for_the_same_labels_and_retargets_on_request
 
     retargeted = script.main(
         manifests(clips) + ["--model_name_or_path", str(source), "--output_dir", str(tmp_path / "long")]
-        + ["--adapt_max_length", "96", "--adapt_stride", "12"] + frozen
+        + ["--max_length", "96", "--frequency_stride", "12", "--time_stride", "12"] + frozen
     )
     config = retargeted["model"].config
     assert (config.max_length, config.frequency_stride, config.time_stride) == (96, 12, 12)
@@ -435,7 +445,7 @@ def test_paper_recipes_run_as_written_on_tiny_data(script, clips, tiny_starts, t
     result = script.main(argv + ["--report_to", "none", "--logging_steps", "1"])
 
     config = result["model"].config
-    assert config.max_length == recipe.get("adapt_max_length", recipe.get("max_length"))
+    assert config.max_length == recipe["max_length"]
     assert config.problem_type == recipe.get("problem_type", "single_label_classification")
     assert config.hidden_size == 32  # the starting point's size
     steps_per_epoch = math.ceil(len(rows(clips / "train.csv")) / recipe["per_device_train_batch_size"])
@@ -448,7 +458,7 @@ def test_paper_recipes_run_as_written_on_tiny_data(script, clips, tiny_starts, t
     averaging = "weight_averaging_start_epoch" in recipe
     assert set(result["results"]) == ({"weight-averaged", "last epoch"} if averaging else {"final"})
     assert (output_dir / "model.safetensors").is_file() and (output_dir / "README.md").is_file()
-    metric = "test_mAP" if config.problem_type == "multi_label_classification" else "test_accuracy"
+    metric = "eval_mAP" if config.problem_type == "multi_label_classification" else "eval_accuracy"
     assert all(0 <= metrics[metric] <= 1 for metrics in result["results"].values())
 
 
@@ -491,9 +501,9 @@ def test_esc50_cross_validation_on_a_fake_folder(modules, tmp_path, capsys):
     assert written["mean"] == pytest.approx(summary["mean"])
     for fold in range(1, 6):
         train = rows(tmp_path / "cv" / "manifests" / f"fold{fold}" / "train.csv")
-        test = rows(tmp_path / "cv" / "manifests" / f"fold{fold}" / "test.csv")
-        assert len(train) == 8 and len(test) == 2
-        assert all(Path(row["path"]).name.startswith(f"{fold}-") for row in test)
+        held_out = rows(tmp_path / "cv" / "manifests" / f"fold{fold}" / "eval.csv")
+        assert len(train) == 8 and len(held_out) == 2
+        assert all(Path(row["path"]).name.startswith(f"{fold}-") for row in held_out)
         assert not any(Path(row["path"]).name.startswith(f"{fold}-") for row in train)
         assert (tmp_path / "cv" / "seed0" / f"fold{fold}" / "model.safetensors").is_file()
     assert "seed 0: " in capsys.readouterr().out
@@ -508,10 +518,10 @@ def test_esc50_cross_validation_on_a_fake_folder(modules, tmp_path, capsys):
 
 def test_fbank_stats_are_those_of_the_feature_extractor(modules, clips, tmp_path, capsys):
     from modeling_ast import ASTFeatureExtractor
-    from modeling_ast.training.data import decode_example, manifest_examples
+    from modeling_ast.training.decoding import decode_example
 
     stats_module = modules["compute_fbank_stats"]
-    examples = manifest_examples(clips / "test.csv")
+    examples = manifest_examples(clips / "eval.csv")
     extractor = ASTFeatureExtractor(max_length=64, do_normalize=False, return_attention_mask=True)
     real, padded = [], []
     for example in examples:
@@ -519,14 +529,14 @@ def test_fbank_stats_are_those_of_the_feature_extractor(modules, clips, tmp_path
         padded.append(features["input_values"][0].double())
         real.append(features["input_values"][0][features["attention_mask"][0].bool()].double())
     for include_padding, cells in ((False, torch.cat(real)), (True, torch.cat(padded))):
-        space = stats_module.LabelSpace(("clip",), multi_label=True)
+        space = LabelSpace(("clip",), multi_label=True)
         labelled = [{**example, "labels": ["clip"]} for example in examples]
         stats = stats_module.fbank_stats(labelled, space, 64, include_padding=include_padding, batch_size=3)
         assert stats.clips == 8 and stats.cells == cells.numel()
         assert stats.mean == pytest.approx(cells.mean().item(), abs=1e-4)
         assert stats.std == pytest.approx(cells.std(unbiased=False).item(), abs=1e-4)
 
-    argv = ["--manifest", str(clips / "test.csv"), "--max_length", "64", "--output_json", str(tmp_path / "s.json")]
+    argv = ["--train_file", str(clips / "eval.csv"), "--max_length", "64", "--output_json", str(tmp_path / "s.json")]
     plain = stats_module.main(argv)
     assert plain.mean == pytest.approx(torch.cat(real).mean().item(), abs=1e-4)
     assert f"--fbank_mean {plain.mean:.7g} --fbank_std {plain.std:.7g}" in capsys.readouterr().out

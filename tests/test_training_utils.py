@@ -1,4 +1,4 @@
-"""modeling_ast.training: metrics, balanced DDP sampling, LR schedules and optimiser, weight averaging, ensembles, and
+"""modeling_ast.training: metrics, balanced sampling, LR schedules and optimiser, weight averaging, ensembles, and
 the examples/average_checkpoints.py and examples/evaluate_ensemble.py command lines.
 
 Metric values are checked against small cases worked out by hand (explained next to each), the independent
@@ -38,17 +38,10 @@ from modeling_ast.training.metrics import (
     per_class_roc_auc,
     top_k_accuracy,
 )
-from modeling_ast.training.sampling import (
-    DistributedWeightedSampler,
-    WeightedSamplingTrainer,
-    balanced_sample_weights,
-)
-from modeling_ast.training.schedules import (
-    RECIPE_SCHEDULES,
-    build_lr_scheduler,
-    build_optimizer,
-    trainer_steps_per_epoch,
-)
+from modeling_ast.training.recipes import RecipeArguments, read_recipe
+from modeling_ast.training.sampling import DrawKey, EpochDrawSampler, balanced_sample_weights, derive_seed
+from modeling_ast.training.schedules import build_lr_scheduler, build_optimizer, trainer_steps_per_epoch
+from modeling_ast.training.trainer import ASTTrainer
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 FRAMES = 32  # 0.33 s of audio: a 12 x 2 patch grid, enough for the plumbing
@@ -180,65 +173,103 @@ def test_balanced_weights_follow_the_original_formula():
         balanced_sample_weights(-np.ones((2, 2)))
 
 
-def test_two_ranks_share_one_global_draw_per_epoch():
+def test_one_draw_per_seed_and_epoch():
     weights = torch.tensor([1.0, 2.0, 0.0, 3.0, 4.0, 5.0, 6.0])
-    ranks = [DistributedWeightedSampler(weights, num_replicas=2, rank=r, seed=7) for r in (0, 1)]
+    sampler = EpochDrawSampler(7, seed=7, weights=weights)
     draws = {}
     for epoch in (0, 1):
-        for sampler in ranks:
-            sampler.set_epoch(epoch)
-        shares = [list(sampler) for sampler in ranks]
-        assert len(shares[0]) == len(shares[1]) == len(ranks[0]) == 4  # ceil(7 / 2) each
-        global_draw = ranks[0].global_indices().tolist()
-        assert global_draw == ranks[1].global_indices().tolist()  # the ranks agree on the sample
-        assert shares[0] == global_draw[0::2] and shares[1] == global_draw[1::2]  # disjoint by position, covering it
-        assert 2 not in global_draw  # zero weight: never drawn
-        draws[epoch] = global_draw
+        sampler.set_epoch(epoch)
+        keys = list(sampler)
+        assert len(keys) == len(sampler) == 7  # as many draws as clips, with replacement
+        assert [key.epoch for key in keys] == [epoch] * 7 and [key.position for key in keys] == list(range(7))
+        draw = [key.index for key in keys]
+        assert draw == sampler.indices().tolist()
+        assert 2 not in draw  # zero weight: never drawn
+        draws[epoch] = draw
     assert draws[0] != draws[1]
-    again = DistributedWeightedSampler(weights, num_replicas=2, rank=0, seed=7)
+    again = EpochDrawSampler(7, seed=7, weights=weights)
     again.set_epoch(1)
-    assert list(again) == draws[1][0::2]  # (seed, epoch) determines the draw
+    assert [key.index for key in again] == draws[1]  # (seed, epoch) determines the draw
+    assert EpochDrawSampler(7, seed=8, weights=weights).indices().tolist() != draws[0]
+
+    permutation = EpochDrawSampler(16, seed=3)  # without weights: every clip once per epoch
+    order = permutation.indices().tolist()
+    assert sorted(order) == list(range(16)) and order == permutation.indices().tolist()
+    permutation.set_epoch(1)
+    assert sorted(permutation.indices().tolist()) == list(range(16)) and permutation.indices().tolist() != order
 
 
 def test_sampling_frequencies_are_proportional_to_weights():
     weights = torch.tensor([1.0, 2.0, 3.0, 4.0, 0.0])
-    sampler = DistributedWeightedSampler(weights, num_samples=200_000, num_replicas=1, rank=0, seed=1)
-    counts = np.bincount(np.array(list(sampler)), minlength=5) / 200_000
+    sampler = EpochDrawSampler(200_000, seed=1, weights=weights.repeat(40_000))  # clip i has weight weights[i % 5]
+    counts = np.bincount(sampler.indices().numpy() % 5, minlength=5) / 200_000
     np.testing.assert_allclose(counts, (weights / weights.sum()).numpy(), atol=0.005)  # ~5 sigma
 
 
 def test_sampler_argument_errors():
     with pytest.raises(ValueError, match="sum to zero"):
-        DistributedWeightedSampler([0.0, 0.0], num_replicas=1, rank=0)
-    with pytest.raises(ValueError, match="rank"):
-        DistributedWeightedSampler([1.0], num_replicas=2, rank=2)
+        EpochDrawSampler(2, seed=0, weights=[0.0, 0.0])
+    with pytest.raises(ValueError, match="1 entries but the training dataset has 2 clips"):
+        EpochDrawSampler(2, seed=0, weights=[1.0])
     with pytest.raises(ValueError, match="non-negative"):
-        DistributedWeightedSampler([1.0, -1.0], num_replicas=1, rank=0)
+        EpochDrawSampler(2, seed=0, weights=[1.0, -1.0])
+    with pytest.raises(ValueError, match="seed"):
+        EpochDrawSampler(2, seed=-1)
+
+
+def test_derived_seeds_differ_between_tuples():
+    seeds = {derive_seed(seed, epoch, position) for seed in (0, 1) for epoch in (0, 1) for position in range(50)}
+    assert len(seeds) == 200 and all(0 <= seed < 2**63 for seed in seeds)
+    assert derive_seed(3, 1, 4) == derive_seed(3, 1, 4) and derive_seed(3, 1, 4) != derive_seed(3, 4, 1)
+
+
+class ClipIndexOfKey(torch.utils.data.Dataset):
+    """The clip index of each `DrawKey` it is read with."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: DrawKey) -> int:
+        return key.index
 
 
 def test_accelerate_splits_the_global_sampler_by_batches_across_processes():
     # Trainer hands the sampler to accelerate, which gives process p the batches p, p + 2, ... of one global sampler;
-    # WeightedSamplingMixin therefore builds the sampler with num_replicas=1.
+    # EpochDrawSampler therefore yields the same global draw in every process.
     from accelerate.data_loader import prepare_data_loader
     from torch.utils.data import DataLoader
 
     weights = torch.arange(1.0, 13.0)
-    sampler = DistributedWeightedSampler(weights, num_replicas=1, rank=0, seed=3)
+    sampler = EpochDrawSampler(12, seed=3, weights=weights)
     per_process = []
     for process in (0, 1):
         loader = prepare_data_loader(
-            DataLoader(range(12), batch_size=2, sampler=sampler), num_processes=2, process_index=process,
-            put_on_device=False,
-        )
+            DataLoader(ClipIndexOfKey(12), batch_size=2, sampler=sampler), num_processes=2,
+            process_index=process, put_on_device=False,
+        )  # fmt: skip
         loader.set_epoch(5)
         per_process.append([batch.tolist() for batch in loader])
-    global_draw = sampler.global_indices().tolist()
+    global_draw = sampler.indices().tolist()
     assert sampler.epoch == 5
     batches = [global_draw[i : i + 2] for i in range(0, 12, 2)]
     assert per_process[0] == batches[0::2] and per_process[1] == batches[1::2]
 
 
 # --------------------------------------------------------------------------------------------------------- schedules
+
+
+def recipe_schedule(name: str) -> dict[str, int | float]:
+    """The `build_lr_scheduler` arguments of the recipe file examples/recipes/<name>.json, as `ASTTrainer` uses them."""
+    values, _ = read_recipe(EXAMPLES_DIR / "recipes" / f"{name}.json")
+    return {
+        "warmup_steps": values["warmup_steps"],
+        "decay_start_epoch": values["lr_decay_start_epoch"],
+        "decay_every_epochs": values["lr_decay_every_epochs"],
+        "decay_factor": values["lr_decay_factor"],
+    }
 
 
 def lr_trace(num_steps: int, steps_per_epoch: int, **schedule) -> list[float]:
@@ -264,18 +295,18 @@ def lr_trace(num_steps: int, steps_per_epoch: int, **schedule) -> list[float]:
                                      42499: 0.125}),
         # ESC-50 / Speech Commands: no warm-up, epochs 1-5 full, epoch n > 5 at 0.85 ** (n - 5).
         ("esc50", 10, {0: 1.0, 49: 1.0, 50: 0.85, 60: 0.85**2, 249: 0.85**20}),
-        ("speechcommands", 10, {0: 1.0, 50: 0.85, 299: 0.85**25}),
+        ("speechcommands_v2", 10, {0: 1.0, 50: 0.85, 299: 0.85**25}),
     ],
 )  # fmt: skip
 def test_recipe_schedules_at_hand_derived_steps(recipe, steps_per_epoch, expected):
-    trace = lr_trace(max(expected) + 1, steps_per_epoch, **RECIPE_SCHEDULES[recipe])
+    trace = lr_trace(max(expected) + 1, steps_per_epoch, **recipe_schedule(recipe))
     for step, value in expected.items():
         assert trace[step] == pytest.approx(value, rel=1e-12, abs=1e-15), step
 
 
 def test_max_decays_reproduces_the_published_speech_commands_log():
     # The published 30-epoch log used milestones range(5, 26): 21 decays, the LR flat from epoch 26 on.
-    trace = lr_trace(300, 10, **RECIPE_SCHEDULES["speechcommands"], max_decays=21)
+    trace = lr_trace(300, 10, **recipe_schedule("speechcommands_v2"), max_decays=21)
     assert trace[250] == pytest.approx(0.85**21) and trace[299] == pytest.approx(0.85**21)
     assert trace[249] == pytest.approx(0.85**20)
 
@@ -283,7 +314,7 @@ def test_max_decays_reproduces_the_published_speech_commands_log():
 def test_schedule_equals_the_original_training_loop():
     # The original: MultiStepLR(milestones=range(start, 1000, every)) stepped after every epoch, and a warm-up that
     # sets lr = (global_step / 1000) * base at every 50th step up to step 1000 (warmup_update_every=50 here).
-    steps_per_epoch, epochs, recipe = 1100, 25, RECIPE_SCHEDULES["audioset_balanced"]
+    steps_per_epoch, epochs, recipe = 1100, 25, recipe_schedule("audioset_balanced")
     ours = lr_trace(steps_per_epoch * epochs, steps_per_epoch, **recipe, warmup_update_every=50)
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
@@ -303,10 +334,10 @@ def test_schedule_equals_the_original_training_loop():
 
 def test_scheduler_state_reloads_with_weights_only(tmp_path):
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = build_lr_scheduler(optimizer, 10, **RECIPE_SCHEDULES["audioset_full"])
+    scheduler = build_lr_scheduler(optimizer, 10, **recipe_schedule("audioset_full"))
     torch.save(scheduler.state_dict(), tmp_path / "scheduler.pt")  # what Trainer checkpoints hold
     state = torch.load(tmp_path / "scheduler.pt", weights_only=True)
-    build_lr_scheduler(optimizer, 10, **RECIPE_SCHEDULES["audioset_full"]).load_state_dict(state)
+    build_lr_scheduler(optimizer, 10, **recipe_schedule("audioset_full")).load_state_dict(state)
     with pytest.raises(ValueError, match="decay_factor"):
         build_lr_scheduler(optimizer, 10, decay_start_epoch=1, decay_factor=1.5)
     with pytest.raises(ValueError, match="steps_per_epoch"):
@@ -347,7 +378,8 @@ def test_optimizer_weight_decay_groups():
 
 
 class IndexedSpectrograms(torch.utils.data.Dataset):
-    """Random spectrograms; remembers which indices the training loop asked for."""
+    """Random spectrograms read by `DrawKey`s, as `ASTTrainer` reads training sets; remembers the clip indices the
+    training loop asked for."""
 
     def __init__(self, size: int) -> None:
         generator = torch.Generator().manual_seed(0)
@@ -358,9 +390,9 @@ class IndexedSpectrograms(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        self.requested.append(int(index))
-        return {"input_values": self.inputs[index], "labels": self.labels[index]}
+    def __getitem__(self, key: DrawKey) -> dict[str, torch.Tensor]:
+        self.requested.append(key.index)
+        return {"input_values": self.inputs[key.index], "labels": self.labels[key.index]}
 
 
 class LearningRateRecorder(TrainerCallback):
@@ -387,9 +419,10 @@ def trained_run(tmp_path_factory):
     scheduler = build_lr_scheduler(optimizer, steps_per_epoch, decay_start_epoch=1, decay_factor=0.5)
     averaging = WeightAveragingCallback(2, 3, save_epoch_checkpoints=True)
     recorder = LearningRateRecorder()
-    trainer = WeightedSamplingTrainer(
+    trainer = ASTTrainer(
         model=model, args=args, train_dataset=dataset, sample_weights=weights, optimizers=(optimizer, scheduler),
         callbacks=[averaging, recorder], processing_class=ASTFeatureExtractor(max_length=FRAMES),
+        recipe=RecipeArguments(),  # the optimiser, schedule and averaging are given here
     )
     trainer.train()
     return {
@@ -399,11 +432,11 @@ def trained_run(tmp_path_factory):
 
 
 def test_trainer_draws_with_the_weighted_sampler_each_epoch(trained_run):
-    sampler = DistributedWeightedSampler(trained_run["weights"], num_replicas=1, rank=0, seed=trained_run["seed"])
+    sampler = EpochDrawSampler(10, seed=trained_run["seed"], weights=trained_run["weights"])
     expected = []
     for epoch in range(3):
         sampler.set_epoch(epoch)
-        expected += sampler.global_indices().tolist()
+        expected += sampler.indices().tolist()
     assert trained_run["dataset"].requested == expected
 
 
@@ -509,8 +542,9 @@ def test_callback_averages_float_buffers_and_takes_integer_buffers_from_the_last
 
 def test_weighted_trainer_rejects_weights_of_another_length(trained_run, tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    trainer = WeightedSamplingTrainer(
-        model=tiny_model(0), args=args, train_dataset=IndexedSpectrograms(4), sample_weights=[1.0, 2.0]
+    trainer = ASTTrainer(
+        model=tiny_model(0), args=args, train_dataset=IndexedSpectrograms(4), sample_weights=[1.0, 2.0],
+        recipe=RecipeArguments(),
     )
     with pytest.raises(ValueError, match="2 entries but the training dataset has 4"):
         trainer.get_train_dataloader()
@@ -647,7 +681,7 @@ def test_evaluate_ensemble_cli(problem_type, tmp_path, monkeypatch):
     multi = problem_type == "multi_label_classification"
     labels = ["dog;cat", "bird", "cat", "dog;bird", "bird"] if multi else ["dog", "bird", "cat", "dog", "bird"]
     manifest = write_manifest(tmp_path, labels)
-    argv = [*dirs, "--test_manifest", str(manifest), "--batch_size", "2", "--output_json", str(tmp_path / "r.json")]
+    argv = [*dirs, "--eval_file", str(manifest), "--batch_size", "2", "--output_json", str(tmp_path / "r.json")]
     assert run_cli("evaluate_ensemble.py", argv, monkeypatch) == 0
     results = json.loads((tmp_path / "r.json").read_text())
 
@@ -677,5 +711,5 @@ def test_evaluate_ensemble_cli(problem_type, tmp_path, monkeypatch):
 def test_evaluate_ensemble_cli_rejects_unknown_labels(tmp_path, monkeypatch, capsys):
     model_dir = str(save_tiny(tiny_model(0, id2label={0: "a", 1: "b", 2: "c"}), tmp_path / "m"))
     manifest = write_manifest(tmp_path, ["a", "zebra"])
-    assert run_cli("evaluate_ensemble.py", [model_dir, "--test_manifest", str(manifest)], monkeypatch) == 1
+    assert run_cli("evaluate_ensemble.py", [model_dir, "--eval_file", str(manifest)], monkeypatch) == 1
     assert "zebra" in capsys.readouterr().err

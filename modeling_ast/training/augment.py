@@ -1,15 +1,15 @@
-"""Training-time augmentations of the AST recipes: waveform mixup, SpecAugment, and noise plus a time roll.
+"""Training-time augmentations of the AST recipes: random crops, waveform mixup, SpecAugment, noise plus a time roll.
 
 Every random draw goes through an explicit `torch.Generator`, so an augmentation is a pure function of its inputs and
-the generator's state. The datasets of `modeling_ast.training.data` give each training item its own seed
-(`item_generator(seed, stream)` turns it into independent generators for the waveform and the spectrogram stages);
-evaluation items carry no seed and are never augmented.
+the generator's state. The training datasets (`modeling_ast.training.datasets`) key each draw by (seed, epoch,
+position) and derive independent generators for its waveform and spectrogram stages from that key
+(`sampling.seeded_generator`); evaluation items carry no key and are never augmented.
 
-Order of the original pipeline, which `data.AudioDataset` and `data.AudioCollator` follow:
-1. waveform mixup (`mix_waveforms`, `mix_targets`), in the dataset;
+Order of the original pipeline, which `datasets.AudioDataset` and `collator.AudioCollator` follow:
+1. random crop (`random_crop`) and waveform mixup (`mix_waveforms`, `mix_targets`), in the dataset;
 2. Kaldi log-mel filter banks, padded with zeros in log-mel space;
 3. SpecAugment (`spec_augment_`) on the un-normalised filter banks, masked cells set to 0;
-4. normalisation `(x - mean) / (2 * std)`;
+4. normalisation `(x - mean) / (2 * std)` (`ASTFeatureExtractor.normalize`);
 5. noise and time roll (`noise_and_roll`), Speech Commands recipe only.
 """
 
@@ -22,13 +22,12 @@ import numpy as np
 import torch
 
 __all__ = [
-    "RECIPES",
     "AugmentConfig",
     "MaskSpans",
-    "item_generator",
     "mix_targets",
     "mix_waveforms",
     "noise_and_roll",
+    "random_crop",
     "random_int",
     "sample_mixup_lambda",
     "spec_augment_",
@@ -68,36 +67,24 @@ class AugmentConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
 
-    @classmethod
-    def from_recipe(cls, name: str) -> AugmentConfig:
-        """The augmentation settings of one of the authors' recipes (keys of `RECIPES`)."""
-        try:
-            return RECIPES[name]
-        except KeyError:
-            raise ValueError(f"unknown recipe {name!r}; known recipes: {sorted(RECIPES)}") from None
-
-
-RECIPES: dict[str, AugmentConfig] = {
-    "audioset": AugmentConfig(mixup=0.5, freqm=48, timem=192),
-    "audioset_balanced": AugmentConfig(mixup=0.5, freqm=48, timem=192),
-    "esc50": AugmentConfig(mixup=0.0, freqm=24, timem=96),
-    "speechcommands": AugmentConfig(mixup=0.6, freqm=48, timem=48, noise=True),
-}
-"""Augmentation settings of the authors' training scripts, by dataset."""
-
-
-def item_generator(seed: int, stream: int = 0) -> torch.Generator:
-    """A CPU generator for one item and one stage: independent streams for different `(seed, stream)` pairs.
-
-    The pair is hashed with NumPy's `SeedSequence`, so nearby seeds or streams do not give correlated draws.
-    """
-    state = np.random.SeedSequence([int(seed), int(stream)]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
 
 def random_int(low: int, high: int, generator: torch.Generator) -> int:
     """An integer drawn uniformly from {low, ..., high} (both included)."""
     return int(torch.randint(low, high + 1, (), generator=generator))
+
+
+def random_crop(waveform: torch.Tensor, max_samples: int, generator: torch.Generator) -> torch.Tensor:
+    """A random window of `max_samples` samples of a longer (samples,) clip, start ~ U{0, ..., samples - max_samples};
+    shorter clips come back whole.
+
+    Clips are not padded in the waveform domain: the collator pads in log-mel space (value 0 before normalisation,
+    as the original code and `ASTFeatureExtractor` do) and masks the padding.
+    """
+    excess = waveform.shape[0] - max_samples
+    if excess <= 0:
+        return waveform
+    start = random_int(0, excess, generator)
+    return waveform[start : start + max_samples]
 
 
 def sample_mixup_lambda(alpha: float, generator: torch.Generator) -> float:

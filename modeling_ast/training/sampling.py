@@ -1,36 +1,39 @@
-"""Class-balanced sampling of training clips (the AST recipe for full AudioSet), correct under distributed training.
+"""The draws of training clips: which clip each position of an epoch gets, and the seed of every random choice.
 
-`balanced_sample_weights` gives every clip the weight of the original AST recipe: each label gets
+One model of randomness: everything random about a training clip is keyed by (seed, epoch, position in the epoch's
+draw). `EpochDrawSampler` yields `DrawKey(epoch, position, index)`s, from (seed, epoch) alone: a permutation of the
+clips, or with weights the AST balanced draw (with replacement). The training dataset derives the clip's crop, mixup
+and SpecAugment from the key (`derive_seed`), so nothing depends on what a process drew before: a run resumed in the
+middle of an epoch draws exactly what the uninterrupted run drew, in any number of DataLoader workers.
+
+`balanced_sample_weights` gives every clip the weight of the original AST recipe (full AudioSet): each label gets
 1000 / (count + 0.01), where count is the number of training clips carrying it, and a clip weighs the sum of the
 weights of its labels, so clips of rare labels are drawn as often as clips of common ones.
 
-`DistributedWeightedSampler` draws clips with replacement in proportion to those weights. Each epoch, every rank draws
-the *same* global sequence from a generator seeded by (seed, epoch) and keeps its interleaved share
-(positions rank, rank + num_replicas, ...), so the ranks never disagree about the sample and all get the same
-number of clips.
-
-With `transformers.Trainer`, use `WeightedSamplingMixin` (or `WeightedSamplingTrainer`). Note that Trainer hands
-the sampler to `accelerate`, which already splits the batches of one global sampler between the processes
-(rank r gets batches r, r + world_size, ...; `accelerate.data_loader.BatchSamplerShard`) and forwards
-`set_epoch`. The mixin therefore builds the sampler with `num_replicas=1` (the global draw) and lets accelerate shard
-it; giving Trainer a per-rank sampler would shard twice and train every rank on a 1/world_size**2 slice.
+Several processes: `transformers.Trainer` hands the sampler to accelerate, which splits the batches of one global
+sampler between the processes (process p gets batches p, p + world_size, ...; `accelerate.data_loader.
+BatchSamplerShard`) and forwards `set_epoch`. Every process therefore yields the same global draw here; a per-process
+sampler would be split twice and train every process on a 1/world_size**2 slice.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.utils.data import Dataset, Sampler
-from transformers import Trainer
+from torch.utils.data import Sampler
+
+__all__ = ["DrawKey", "EpochDrawSampler", "balanced_sample_weights", "derive_seed", "seeded_generator"]
 
 # Original AST recipe: label weight = LABEL_WEIGHT_SCALE / (count + COUNT_SMOOTHING).
 LABEL_WEIGHT_SCALE = 1000.0
 COUNT_SMOOTHING = 0.01
+# Stages of one training draw, each with its own generator `seeded_generator(draw_seed, stage)`: the waveform (crop,
+# mixup) in the dataset, the spectrogram (SpecAugment, noise and roll) in the collator.
+WAVEFORM_STAGE = 0
+SPECTROGRAM_STAGE = 1
 
 
 def _as_cpu_tensor(values: np.ndarray | torch.Tensor | Sequence[Any]) -> torch.Tensor:
@@ -77,128 +80,87 @@ def balanced_sample_weights(labels: np.ndarray | torch.Tensor | Sequence[Any]) -
     return matrix @ label_weights
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """A 63-bit generator seed derived from the pair (seed, epoch) (distinct pairs give unrelated streams)."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+def derive_seed(*numbers: int) -> int:
+    """A 63-bit seed from a tuple of non-negative integers: unrelated streams for different tuples.
+
+    The one way seeds are mixed in training: the epoch's draw is `derive_seed(seed, epoch)`, a clip's augmentations
+    `derive_seed(seed, epoch, position)` and each stage of them `derive_seed(that, stage)`. NumPy's `SeedSequence`
+    hashes the tuple, so nearby numbers do not give correlated streams.
+    """
+    state = np.random.SeedSequence([int(number) for number in numbers]).generate_state(1, dtype=np.uint64)[0]
+    return int(state >> np.uint64(1))
 
 
-def _distributed_defaults(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
-    """(num_replicas, rank), filled in from torch.distributed when initialised, else (1, 0)."""
-    initialised = dist.is_available() and dist.is_initialized()
-    if num_replicas is None:
-        num_replicas = dist.get_world_size() if initialised else 1
-    if rank is None:
-        rank = dist.get_rank() if initialised else 0
-    if num_replicas < 1:
-        raise ValueError(f"num_replicas must be at least 1, got {num_replicas}")
-    if not 0 <= rank < num_replicas:
-        raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
-    return num_replicas, rank
+def seeded_generator(*numbers: int) -> torch.Generator:
+    """A CPU generator seeded with `derive_seed(*numbers)`."""
+    return torch.Generator().manual_seed(derive_seed(*numbers))
 
 
-class DistributedWeightedSampler(Sampler[int]):
-    """Weighted sampling with replacement, sharded across ranks from one common draw per epoch.
+class DrawKey(NamedTuple):
+    """One draw of a training clip: the epoch, the position in that epoch's draw, and the clip's index."""
 
-    Every rank draws the same `total_size` indices, each independently with probability weights[i] / sum(weights),
-    from a generator seeded by (seed, epoch); rank r keeps positions r, r + num_replicas, r + 2 * num_replicas, ...
-    `total_size` is `num_samples` rounded up to a multiple of `num_replicas`, so every rank yields exactly
-    `len(self)` = total_size / num_replicas indices and the ranks together cover the global draw once.
-    Call `set_epoch(epoch)` before each epoch to get a new draw (Trainer, through accelerate, does; a hand-written DDP
-    loop must); the same (seed, epoch) always gives the same indices.
+    epoch: int
+    position: int
+    index: int
 
-    Args:
-        weights: (N,) non-negative sampling weights with a positive sum (e.g. `balanced_sample_weights(labels)`).
-        num_samples: global number of draws per epoch; defaults to N, as the original recipe's
-            `WeightedRandomSampler(weights, len(weights))`.
-        num_replicas: number of ranks sharing the draw; defaults to the torch.distributed world size (1 if not
-            initialised).
-        rank: this process's rank; defaults to the torch.distributed rank (0 if not initialised).
-        seed: base seed shared by all ranks.
+
+def _check_weights(weights: np.ndarray | torch.Tensor | Sequence[float], num_clips: int) -> torch.Tensor:
+    """(num_clips,) float64 weights, checked: finite, non-negative, with a positive sum."""
+    tensor = _as_cpu_tensor(weights).double()
+    if tensor.ndim != 1:
+        raise ValueError(f"weights must be 1-D, one per training clip, got shape {tuple(tensor.shape)}")
+    if tensor.numel() != num_clips:
+        raise ValueError(f"weights have {tensor.numel()} entries but the training dataset has {num_clips} clips")
+    if not torch.all(torch.isfinite(tensor)) or torch.any(tensor < 0):
+        raise ValueError("weights must be finite and non-negative")
+    if float(tensor.sum()) <= 0:
+        raise ValueError("weights sum to zero: no clip can be drawn")
+    return tensor
+
+
+class EpochDrawSampler(Sampler[DrawKey]):
+    """The training draws of one epoch as `DrawKey`s, from (seed, epoch) alone.
+
+    Without `weights` an epoch is a random permutation of the `num_clips` clips. With `weights` ((num_clips,)
+    non-negative, e.g. `balanced_sample_weights(labels)`) it is `num_clips` independent draws with replacement, clip i
+    with probability weights[i] / sum(weights), as the original recipe's `WeightedRandomSampler(weights, len(weights))`;
+    clips of weight 0 are never drawn. Call `set_epoch(epoch)` before each epoch (Trainer does, through accelerate);
+    the same (seed, epoch) always gives the same draw.
     """
 
     def __init__(
-        self,
-        weights: Sequence[float] | np.ndarray | torch.Tensor,
-        num_samples: int | None = None,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-        seed: int = 0,
+        self, num_clips: int, seed: int, weights: np.ndarray | torch.Tensor | Sequence[float] | None = None
     ) -> None:
-        weight_tensor = _as_cpu_tensor(weights).double()
-        if weight_tensor.ndim != 1 or weight_tensor.numel() == 0:
-            raise ValueError(f"weights must be a non-empty 1-D sequence, got shape {tuple(weight_tensor.shape)}")
-        if not torch.all(torch.isfinite(weight_tensor)) or torch.any(weight_tensor < 0):
-            raise ValueError("weights must be finite and non-negative")
-        if float(weight_tensor.sum()) <= 0:
-            raise ValueError("weights sum to zero: no clip can be drawn")
-        num_samples = weight_tensor.numel() if num_samples is None else num_samples
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+        if num_clips < 1:
+            raise ValueError(f"num_clips must be at least 1, got {num_clips}")
         if seed < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
-        self.num_replicas, self.rank = _distributed_defaults(num_replicas, rank)
-        self.weights = weight_tensor
-        self.num_samples = num_samples
-        self.per_replica = math.ceil(num_samples / self.num_replicas)
-        self.total_size = self.per_replica * self.num_replicas
+        self.num_clips = num_clips
         self.seed = seed
         self.epoch = 0
-        self._cumulative = torch.cumsum(weight_tensor, dim=0)
-        self._last_drawable = int(torch.nonzero(weight_tensor > 0)[-1])
+        self._cumulative: torch.Tensor | None = None
+        if weights is not None:
+            weight_tensor = _check_weights(weights, num_clips)
+            self._cumulative = torch.cumsum(weight_tensor, dim=0)
+            self._last_drawable = int(torch.nonzero(weight_tensor > 0)[-1])
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the draw of `epoch` (all ranks must use the same epoch)."""
+        """Select the draw of `epoch`."""
         self.epoch = int(epoch)
 
-    def global_indices(self) -> torch.Tensor:
-        """(total_size,) int64: the draw of the current epoch shared by all ranks."""
-        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
-        uniform = torch.rand(self.total_size, generator=generator, dtype=torch.float64) * self._cumulative[-1]
+    def indices(self) -> torch.Tensor:
+        """(num_clips,) int64: the clip indices of the current epoch's draw, in order."""
+        generator = seeded_generator(self.seed, self.epoch)
+        if self._cumulative is None:
+            return torch.randperm(self.num_clips, generator=generator)
+        uniform = torch.rand(self.num_clips, generator=generator, dtype=torch.float64) * self._cumulative[-1]
         # Index i is chosen when cumulative[i - 1] <= u < cumulative[i]; zero weights span empty intervals.
         indices = torch.searchsorted(self._cumulative, uniform, right=True)
         return indices.clamp_(max=self._last_drawable)  # guards u rounding up to the total
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.global_indices()[self.rank :: self.num_replicas].tolist())
+    def __iter__(self) -> Iterator[DrawKey]:
+        epoch = self.epoch
+        return iter([DrawKey(epoch, position, index) for position, index in enumerate(self.indices().tolist())])
 
     def __len__(self) -> int:
-        return self.per_replica
-
-
-class WeightedSamplingMixin:
-    """`transformers.Trainer` mixin that draws the training clips with `DistributedWeightedSampler`.
-
-    Put it before `Trainer` in the bases and pass `sample_weights` ((N,) per training clip, e.g.
-    `balanced_sample_weights(train_labels)`)::
-
-        class BalancedTrainer(WeightedSamplingMixin, Trainer):
-            pass
-
-        trainer = BalancedTrainer(model=model, args=args, train_dataset=train, sample_weights=weights, ...)
-
-    It replaces Trainer's training sampler (and so its `train_sampling_strategy` / `group_by_length`) by a global
-    weighted draw of len(train_dataset) clips per epoch seeded by `args.data_seed` (or `args.seed`) and the epoch;
-    accelerate splits it between processes and calls `set_epoch` (see the module docstring). The signature of
-    `_get_train_sampler` is the one of transformers 5.0 through 5.24.
-    """
-
-    def __init__(self, *args: Any, sample_weights: Sequence[float] | np.ndarray | torch.Tensor, **kwargs: Any) -> None:
-        self.sample_weights = _as_cpu_tensor(sample_weights).double()
-        super().__init__(*args, **kwargs)
-
-    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> DistributedWeightedSampler:
-        """The weighted sampler over `train_dataset` (default: `self.train_dataset`)."""
-        dataset = self.train_dataset if train_dataset is None else train_dataset
-        if dataset is None or not hasattr(dataset, "__len__"):
-            raise ValueError("weighted sampling needs a training dataset with a length (not an IterableDataset)")
-        if len(dataset) != self.sample_weights.numel():
-            raise ValueError(
-                f"sample_weights has {self.sample_weights.numel()} entries but the training dataset has "
-                f"{len(dataset)} clips"
-            )
-        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return DistributedWeightedSampler(self.sample_weights, num_replicas=1, rank=0, seed=seed)
-
-
-class WeightedSamplingTrainer(WeightedSamplingMixin, Trainer):
-    """`transformers.Trainer` drawing its training clips with `DistributedWeightedSampler`; pass `sample_weights=`."""
+        return self.num_clips

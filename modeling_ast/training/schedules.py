@@ -42,14 +42,6 @@ import torch
 from torch import nn
 from transformers import TrainingArguments
 
-# Keyword arguments of `build_lr_scheduler` for the authors' recipes (base LR and epochs: see docs/ast-facts.md).
-RECIPE_SCHEDULES: dict[str, dict[str, int | float]] = {
-    "audioset_full": {"warmup_steps": 1000, "decay_start_epoch": 2, "decay_every_epochs": 1, "decay_factor": 0.5},
-    "audioset_balanced": {"warmup_steps": 1000, "decay_start_epoch": 10, "decay_every_epochs": 5, "decay_factor": 0.5},
-    "esc50": {"warmup_steps": 0, "decay_start_epoch": 5, "decay_every_epochs": 1, "decay_factor": 0.85},
-    "speechcommands": {"warmup_steps": 0, "decay_start_epoch": 5, "decay_every_epochs": 1, "decay_factor": 0.85},
-}
-
 # Parameters whose last name component is one of these are the learned tokens / positional table of ASTEmbeddings.
 _TOKEN_PARAMETERS = ("cls_token", "dist_token", "pos_embed")
 
@@ -130,7 +122,8 @@ def build_lr_scheduler(
         warmup_update_every: hold the warm-up LR for this many steps (50 reproduces the original's staircase).
         max_decays: stop decaying after this many decays (None: never).
 
-    Example (AudioSet full): `build_lr_scheduler(opt, steps, **RECIPE_SCHEDULES["audioset_full"])`.
+    Example (AudioSet full, `examples/recipes/audioset_full.json`): `build_lr_scheduler(opt, steps,
+    decay_start_epoch=2, decay_every_epochs=1, decay_factor=0.5, warmup_steps=1000)`.
     """
     lr_lambda = EpochStepDecay(
         steps_per_epoch=steps_per_epoch,

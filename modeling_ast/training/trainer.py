@@ -1,0 +1,168 @@
+"""`ASTTrainer`: `transformers.Trainer` with the AST recipe, and what a training run needs around it.
+
+The recipe (`recipes.RecipeArguments`) decides the draws (`sampling.EpochDrawSampler`, balanced or not), the paper's
+Adam and step schedule, and weight averaging (`averaging.WeightAveragingCallback`); the model as trained and, with
+averaging, the last epoch's weights are both evaluated at the end (`evaluate_trained_models`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Sampler
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PredictionOutput
+
+from .averaging import WeightAveragingCallback
+from .recipes import RecipeArguments
+from .sampling import EpochDrawSampler
+from .schedules import build_lr_scheduler, build_optimizer, trainer_steps_per_epoch
+
+__all__ = [
+    "ASTTrainer",
+    "FinalWeightsCallback",
+    "check_processes",
+    "data_seed",
+    "end_processes",
+    "launched_on_cpus",
+    "resume_target",
+]
+
+
+def data_seed(args: TrainingArguments) -> int:
+    """The seed of the training draws: `--data_seed`, else `--seed` (as Trainer's own sampler uses them)."""
+    return args.data_seed if args.data_seed is not None else args.seed
+
+
+def launched_on_cpus() -> bool:
+    """Several processes (torchrun, accelerate launch) on a machine without an accelerator. accelerate sets up CPU data
+    parallelism (gloo) only when told to use the CPU; otherwise every process would train alone on all the data."""
+    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator
+
+
+def check_processes(args: TrainingArguments) -> None:
+    """RuntimeError when the launcher started more processes than Trainer trains together."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and args.world_size != launched:
+        raise RuntimeError(
+            f"launched as {launched} processes but Trainer set up {args.world_size}; each would train alone "
+            "(on a machine without GPUs, do not pass --use_cpu false)"
+        )
+
+
+def resume_target(value: str | None) -> str | bool | None:
+    """`--resume_from_checkpoint` for `Trainer.train`: a checkpoint folder, or "true"/"last" for the newest one in
+    output_dir."""
+    if value is None:
+        return None
+    return True if value.lower() in ("true", "last") else value
+
+
+def end_processes() -> None:
+    """Close the process group of a multi-process run (a process exiting with it open can abort in gloo)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+class FinalWeightsCallback(TrainerCallback):
+    """Keeps a CPU copy of the weights training ended with (before weight averaging replaces them)."""
+
+    def __init__(self) -> None:
+        self.state_dict: dict[str, torch.Tensor] | None = None
+
+    def on_train_end(self, args: TrainingArguments, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        self.state_dict = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+
+
+class ASTTrainer(Trainer):
+    """`Trainer` with the AST recipe: reproducible (optionally balanced) draws, the paper's Adam and step schedule,
+    weight averaging.
+
+    A map-style training dataset is read with `EpochDrawSampler` keys (`datasets.AudioDataset(train=True)` takes
+    them), seeded by `data_seed(args)`; a stream orders itself. Optimiser and scheduler are built in
+    `create_optimizer` / `create_scheduler`, where Trainer expects them, so a run resumed with
+    `resume_from_checkpoint` reloads their states as usual. With weight averaging the callbacks that average the
+    epochs and keep the last epoch's weights are added to `callbacks`.
+
+    Args:
+        model, args: As for `Trainer`.
+        recipe: The recipe's optimiser (`paper_optimizer`), step schedule (`lr_decay_*`) and weight averaging.
+        sample_weights: (num_train_clips,) weights of a balanced draw, or None for a permutation per epoch.
+        callbacks, kwargs: As for `Trainer`.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        args: TrainingArguments,
+        *,
+        recipe: RecipeArguments,
+        sample_weights: torch.Tensor | None = None,
+        callbacks: Sequence[TrainerCallback] = (),
+        **kwargs: Any,
+    ) -> None:
+        self.recipe = recipe
+        self.sample_weights = sample_weights
+        self.final_weights = FinalWeightsCallback() if recipe.weight_averaging else None
+        callbacks = list(callbacks)
+        if self.final_weights is not None:
+            averaging = WeightAveragingCallback(
+                recipe.weight_averaging_start_epoch,
+                recipe.weight_averaging_end_epoch,
+                save_epoch_checkpoints=args.save_strategy != "no",
+            )
+            callbacks += [self.final_weights, averaging]
+        super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
+
+    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if isinstance(dataset, torch.utils.data.IterableDataset):  # a stream: it orders itself
+            return super()._get_train_sampler(train_dataset)
+        return EpochDrawSampler(len(dataset), data_seed(self.args), self.sample_weights)
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        if not self.recipe.paper_optimizer:
+            return super().create_optimizer(model)
+        if self.optimizer is None:
+            self.optimizer = build_optimizer(
+                self.model if model is None else model,
+                lr=self.args.learning_rate,
+                weight_decay=self.args.weight_decay,
+                betas=(self.args.adam_beta1, self.args.adam_beta2),
+            )
+        return self.optimizer
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        if self.recipe.lr_decay_start_epoch is None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        if self.lr_scheduler is None:
+            self.lr_scheduler = build_lr_scheduler(
+                self.optimizer if optimizer is None else optimizer,
+                trainer_steps_per_epoch(len(self.train_dataset), self.args),
+                decay_start_epoch=self.recipe.lr_decay_start_epoch,
+                decay_every_epochs=self.recipe.lr_decay_every_epochs,
+                decay_factor=self.recipe.lr_decay_factor,
+                warmup_steps=self.args.get_warmup_steps(num_training_steps),
+            )
+            self._created_lr_scheduler = True  # rebuilt on the next train(), as Trainer does with its own
+        return self.lr_scheduler
+
+    def evaluate_trained_models(
+        self, dataset: Dataset, metric_key_prefix: str = "eval"
+    ) -> tuple[PredictionOutput, dict[str, dict[str, float]]]:
+        """Predictions of the model as trained (weight-averaged when averaging) on `dataset`, and the metrics of every
+        model evaluated: {"final": ...} or {"weight-averaged": ..., "last epoch": ...}."""
+        prediction = self.predict(dataset, metric_key_prefix=metric_key_prefix)
+        if self.final_weights is None:
+            return prediction, {"final": prediction.metrics}
+        averaged = {key: value.detach().clone() for key, value in self.model.state_dict().items()}
+        self.model.load_state_dict(self.final_weights.state_dict)
+        last = self.predict(dataset, metric_key_prefix=metric_key_prefix).metrics
+        self.model.load_state_dict(averaged)
+        return prediction, {"weight-averaged": prediction.metrics, "last epoch": last}
