@@ -59,7 +59,8 @@ def to_float_waveform(x: np.ndarray | torch.Tensor | Sequence[float]) -> torch.T
     Integer PCM is scaled into [-1, 1): int8 / 128, uint8 (x - 128) / 128, int16 / 32768, int32 / 2**31.
     Floating-point input (float16/bfloat16/float32/float64) is only cast. Python lists are taken as sample values
     (integers in a list are not treated as PCM). Other dtypes (bool, complex, int64, strings, objects) raise
-    `ValueError` naming the dtype.
+    `ValueError` naming the dtype, as do sparse and meta tensors (no samples to read). Tensors that require grad are
+    detached: features are not differentiable.
     """
     if isinstance(x, torch.Tensor):
         return _tensor_to_float(x)
@@ -79,15 +80,22 @@ def to_float_waveform(x: np.ndarray | torch.Tensor | Sequence[float]) -> torch.T
 def _array_to_float(array: np.ndarray) -> torch.Tensor:
     """NumPy branch of `to_float_waveform`."""
     if array.dtype.kind == "f":
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, which callers reject
+            return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     if array.dtype.name in _PCM_SCALES:
         offset, scale = _PCM_SCALES[array.dtype.name]
-        return torch.from_numpy(((array.astype(np.float64) - offset) / scale).astype(np.float32))
+        # np.asarray: arithmetic on a 0-D array returns a numpy scalar, which torch.from_numpy refuses
+        return torch.from_numpy(np.asarray((array.astype(np.float64) - offset) / scale, dtype=np.float32))
     raise ValueError(_dtype_message(str(array.dtype)))
 
 
 def _tensor_to_float(tensor: torch.Tensor) -> torch.Tensor:
     """Torch branch of `to_float_waveform`."""
+    if tensor.layout != torch.strided:
+        raise ValueError(f"audio tensors must be dense, got layout {tensor.layout}: call .to_dense() first")
+    if tensor.device.type == "meta":
+        raise ValueError("audio is a meta tensor, which holds no samples: pass a tensor on a real device")
+    tensor = tensor.detach()
     if tensor.is_floating_point():
         return tensor.to(torch.float32)
     if tensor.dtype in _TORCH_PCM_DTYPES:

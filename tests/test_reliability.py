@@ -1,0 +1,136 @@
+"""Hostile inputs (issue 12): huge amplitudes, tensors that torch would reject deep inside, model inputs of the wrong
+dtype, and files that cannot be decoded. Each gets either a correct, finite answer or a ValueError that says what and
+which clip or file."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from transformers import pipeline
+
+from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+from modeling_ast.fbank import kaldi_mel_banks
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def extractor() -> ASTFeatureExtractor:
+    return ASTFeatureExtractor(max_length=128)
+
+
+@pytest.fixture(scope="module")
+def classifier(extractor):
+    config = ASTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, max_length=128, num_labels=3
+    )
+    torch.manual_seed(0)
+    return pipeline("audio-classification", model=ASTForAudioClassification(config).eval(), feature_extractor=extractor)
+
+
+@pytest.fixture(scope="module")
+def noise() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal(SR).astype(np.float32) * 0.1
+
+
+def raw_fbank(extractor, audio, rate=SR) -> torch.Tensor:
+    return extractor(audio, sampling_rate=rate, padding="longest", do_normalize=False, return_tensors="pt").input_values
+
+
+# --- huge finite amplitudes -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exponent", [50, 100, 127])
+@pytest.mark.parametrize("rate", [SR, 44100])
+def test_huge_amplitudes_follow_the_log_scaling_law(extractor, noise, exponent, rate):
+    # log-mel of c x is log-mel of x + 2 ln c (power spectrum scales with c^2); with c = 2**exponent the scaled input
+    # is exact in float32. Before the float64 path these gave inf (float32 power overflows above ~1e14 at 16 kHz).
+    floor = math.log(torch.finfo(torch.float32).eps)
+    offset = 2 * exponent * math.log(2)
+    base = raw_fbank(extractor, noise, rate)
+    got = raw_fbank(extractor, noise * np.float32(2.0**exponent), rate)
+    assert torch.isfinite(got).all()
+    live = base > floor + 1e-4
+    # float64 features of values up to ~180 (float32 ulp 1.5e-5) against the float32 ones plus the exact offset:
+    # largest difference measured 1.2e-4 (the low bins of the float32 path carry ~1e-4 of cancellation)
+    torch.testing.assert_close(got[live], base[live] + offset, atol=3e-4, rtol=0)
+    # energies below float32 eps were floored unscaled; scaled they lie between the floor and floor + offset
+    assert bool((got[~live] >= floor - 1e-5).all() and (got[~live] <= floor + offset + 1e-4).all())
+    # mel filters that catch no FFT bin have zero energy at any scale: they stay on the floor, not floor + offset
+    empty = kaldi_mel_banks(128, 512, SR).sum(dim=0) == 0
+    torch.testing.assert_close(got[..., empty], torch.full_like(got[..., empty], floor), atol=2e-6, rtol=0)
+
+
+def test_a_huge_clip_in_a_batch_leaves_the_others_unchanged(extractor, noise):
+    alone = raw_fbank(extractor, [noise, noise[:8000]])
+    mixed = raw_fbank(extractor, [noise, noise[:8000] * np.float32(1e30)])
+    assert torch.equal(mixed[0], alone[0])
+    assert torch.isfinite(mixed).all()
+
+
+def test_float32_range_amplitudes_give_finite_pipeline_scores(classifier, noise, tmp_path):
+    path = tmp_path / "loud.wav"
+    soundfile.write(path, (noise * 1e20 / np.abs(noise).max()).astype(np.float64), SR, subtype="DOUBLE")
+    for audio in (str(path), noise * np.float32(1e30)):
+        scores = [item["score"] for item in classifier(audio)]
+        assert all(math.isfinite(score) for score in scores), scores
+
+
+def test_float64_beyond_float32_range_names_the_clip(extractor, noise):
+    with pytest.raises(ValueError, match=r"clip 1 contains NaN or infinite samples \(or samples beyond float32"):
+        extractor([noise, noise.astype(np.float64) * 1e300], sampling_rate=SR)
+
+
+# --- inputs torch would reject deep inside -------------------------------------------------------------------------
+
+
+def test_a_tensor_that_requires_grad_is_detached(extractor, noise):
+    expected = raw_fbank(extractor, noise)
+    for audio in (torch.from_numpy(noise).requires_grad_(), torch.from_numpy(noise)[None].requires_grad_()):
+        torch.testing.assert_close(raw_fbank(extractor, audio), expected, atol=0, rtol=0)
+
+
+def test_negative_strides_just_work(extractor, noise):
+    flipped = noise[::-1]
+    expected = raw_fbank(extractor, flipped.copy())
+    for audio in (flipped, noise[None, ::-1], (noise * 2**15).astype(np.int16)[None, ::-1]):
+        got = raw_fbank(extractor, audio)
+        assert torch.isfinite(got).all()
+        if audio.dtype == np.float32:
+            assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    ("audio", "message"),
+    [
+        (torch.ones(SR).to_sparse(), r"clip 0: audio tensors must be dense, got layout torch.sparse_coo"),
+        (torch.empty(SR, device="meta"), r"clip 0: audio is a meta tensor"),
+        (torch.empty(2, SR, device="meta"), r"raw_speech: audio is a meta tensor"),
+        (np.array(5, dtype=np.int16), r"clip 0 has shape \(\) \(0-D\)"),
+        (torch.tensor(5, dtype=torch.int16), r"clip 0 has shape \(\) \(0-D\)"),
+    ],
+    ids=["sparse", "meta", "meta-batch", "0-D int16 array", "0-D int16 tensor"],
+)
+def test_tensors_torch_cannot_read_get_our_errors(extractor, audio, message):
+    with pytest.raises(ValueError, match=message):
+        extractor(audio, sampling_rate=SR)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float64, torch.float16])
+def test_model_rejects_input_values_of_another_dtype(classifier, dtype):
+    model = classifier.model
+    values = torch.zeros(1, 128, 128, dtype=dtype)
+    with pytest.raises(ValueError, match=rf"input_values has dtype {dtype}; this model's weights are torch.float32"):
+        model(input_values=values)
+
+
+def test_model_accepts_input_values_of_its_own_dtype_under_autocast(classifier):
+    model = classifier.model
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(input_values=torch.zeros(1, 128, 128, dtype=torch.bfloat16)).logits
+    assert torch.isfinite(logits.float()).all()
