@@ -5,6 +5,7 @@ which clip or file."""
 from __future__ import annotations
 
 import math
+import subprocess
 import warnings
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from transformers import pipeline
 
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+from modeling_ast.audio_utils import load_audio
 from modeling_ast.fbank import kaldi_mel_banks
 
 SR = 16000
@@ -134,3 +136,58 @@ def test_model_accepts_input_values_of_its_own_dtype_under_autocast(classifier):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(input_values=torch.zeros(1, 128, 128, dtype=torch.bfloat16)).logits
     assert torch.isfinite(logits.float()).all()
+
+
+# --- files ---------------------------------------------------------------------------------------------------------
+
+
+def scores(result) -> dict[str, float]:
+    labels = result["labels"] if isinstance(result, dict) else result
+    return {item["label"]: item["score"] for item in labels}
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, fsdd_dir):
+    folder = tmp_path_factory.mktemp("files")
+    source = fsdd_dir / "2_lucas_0.wav"
+    whole = source.read_bytes()
+    (folder / "corrupt.wav").write_bytes(b"RIFF" + bytes(100))
+    (folder / "truncated.wav").write_bytes(whole[: len(whole) // 2])
+    # ALAC is lossless: the m4a holds the WAV's 16-bit samples exactly
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(source), "-c:a", "alac", str(folder / "clip.m4a")], check=True)
+    return folder, source
+
+
+@pytest.mark.parametrize("chunk_length_s", [None, 0.5])
+def test_decoding_errors_name_the_file_and_both_decoders_reasons(classifier, bad_files, chunk_length_s):
+    folder, _ = bad_files
+    kwargs = {} if chunk_length_s is None else {"chunk_length_s": chunk_length_s}
+    corrupt = str(folder / "corrupt.wav")
+    with pytest.raises(ValueError, match=rf"(?s){corrupt}.*Format not recognised.*ffmpeg could not decode it either"):
+        classifier(corrupt, **kwargs)
+    missing = str(folder / "missing.wav")
+    with pytest.raises(ValueError, match=rf"audio file '{missing}' does not exist"):
+        classifier(missing, **kwargs)
+
+
+def test_chunk_mode_does_not_take_urls(classifier):
+    with pytest.raises(ValueError, match="chunk_length_s reads local files; download 'http://127.0.0.1:9/a.wav'"):
+        classifier("http://127.0.0.1:9/a.wav", chunk_length_s=1.0)
+
+
+@pytest.mark.parametrize("chunk_length_s", [None, 0.5])
+def test_formats_only_ffmpeg_reads_decode_like_the_wav(classifier, bad_files, chunk_length_s):
+    # same samples, same rate, same resampler: the lossless m4a must score exactly like its source WAV
+    folder, source = bad_files
+    kwargs = {} if chunk_length_s is None else {"chunk_length_s": chunk_length_s, "stride_length_s": 0.1}
+    assert scores(classifier(str(folder / "clip.m4a"), **kwargs)) == scores(classifier(str(source), **kwargs))
+
+
+@pytest.mark.parametrize("chunk_length_s", [None, 0.2])
+def test_a_truncated_wav_warns_naming_the_file(classifier, bad_files, chunk_length_s):
+    truncated = str(bad_files[0] / "truncated.wav")
+    kwargs = {} if chunk_length_s is None else {"chunk_length_s": chunk_length_s}
+    with pytest.warns(UserWarning, match=rf"audio file '{truncated}' is truncated"):
+        classifier(truncated, **kwargs)
+    with pytest.warns(UserWarning, match="is truncated"):
+        assert len(load_audio(truncated, None)) == soundfile.info(truncated).frames
