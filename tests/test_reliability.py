@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -191,3 +192,38 @@ def test_a_truncated_wav_warns_naming_the_file(classifier, bad_files, chunk_leng
         classifier(truncated, **kwargs)
     with pytest.warns(UserWarning, match="is truncated"):
         assert len(load_audio(truncated, None)) == soundfile.info(truncated).frames
+
+
+# --- memory --------------------------------------------------------------------------------------------------------
+
+_PEAK_OF_A_LONG_CALL = """
+import resource, sys, torch
+from modeling_ast import ASTFeatureExtractor
+audio = torch.randn(16000 * 600) * 0.1  # 10 minutes: 38 MB of samples, 60,000 frames (31 MB of features)
+extractor = ASTFeatureExtractor()
+extractor(audio[:16000], sampling_rate=16000)  # warm up: constants and allocator pools
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+extractor(audio, sampling_rate=16000, truncation=False, return_tensors="pt")
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+def test_a_long_untruncated_call_needs_little_more_than_its_features():
+    # Before the frame blocks, one 60,000-frame pass allocated ~490 MB of scratch (3.3 GB for an hour); now the
+    # scratch is one 1,024-frame block (~8 MB), so the peak grows by about the 31 MB of features (measured 20 MB).
+    result = subprocess.run([sys.executable, "-c", _PEAK_OF_A_LONG_CALL], capture_output=True, text=True, check=True)
+    growth_mb = float(result.stdout.strip().splitlines()[-1])
+    assert growth_mb < 150, growth_mb
+
+
+def test_long_clips_computed_in_blocks_equal_their_pieces(extractor):
+    # frames are independent: the frames around the 1,024-frame block boundary equal those of the audio cut there
+    audio = np.random.default_rng(1).standard_normal(160 * 3000 + 240).astype(np.float32)
+    def raw(samples):
+        return extractor(samples, sampling_rate=SR, truncation=False, do_normalize=False, return_tensors="pt")
+
+    whole = raw(audio).input_values[0]
+    assert whole.shape[0] == 3000
+    for first in (1000, 2040):
+        piece = raw(audio[160 * first : 160 * (first + 250) + 400]).input_values[0]
+        torch.testing.assert_close(whole[first : first + 251], piece, atol=1e-5, rtol=0)
