@@ -100,9 +100,10 @@ _MEL_BANDS = 4
 
 @functools.lru_cache(maxsize=16)
 def _fbank_constants(
-    sampling_rate: int, num_mel_bins: int, device: torch.device
+    sampling_rate: int, num_mel_bins: int, device: torch.device, dtype: torch.dtype
 ) -> tuple[torch.Tensor, tuple[_MelBand, ...]]:
-    """Symmetric Hann window (frame size,) and the mel filters split into bands, float32 on `device`."""
+    """Symmetric Hann window (frame size,) and the mel filters split into bands, designed in float32 (Kaldi's
+    roundings), returned in `dtype` on `device`."""
     spec = FrameSpec.for_rate(sampling_rate)
     window = torch.hann_window(spec.size, periodic=False, dtype=torch.float32)
     mel = kaldi_mel_banks(num_mel_bins, spec.n_fft, sampling_rate)
@@ -111,8 +112,8 @@ def _fbank_constants(
         first, last = int(filters[0]), int(filters[-1]) + 1
         used = mel[:, first:last].sum(dim=1).nonzero()
         low, high = (int(used.min()), int(used.max()) + 1) if len(used) else (0, 1)
-        bands.append(_MelBand(first, last, low, high, mel[low:high, first:last].to(device)))
-    return window.to(device), tuple(bands)
+        bands.append(_MelBand(first, last, low, high, mel[low:high, first:last].to(device, dtype)))
+    return window.to(device, dtype), tuple(bands)
 
 
 def kaldi_fbank(waveforms: torch.Tensor, sampling_rate: int = 16000, num_mel_bins: int = 128) -> torch.Tensor:
@@ -137,30 +138,40 @@ def kaldi_fbank(waveforms: torch.Tensor, sampling_rate: int = 16000, num_mel_bin
 def log_mel_into(out: torch.Tensor, clips: Sequence[torch.Tensor], sampling_rate: int) -> None:
     """Write the Kaldi log-mel features of the first `out.shape[1]` frames of each clip into `out`.
 
-    `out`: (len(clips), frames, mel bins) float32, on the device the work runs on. `clips`: 1-D float tensors, each at
-    least one frame long; clips shorter than `frames` leave garbage rows for the caller to overwrite.
+    `out`: (len(clips), frames, mel bins) float32 (or float64, which the feature extractor uses for clips whose
+    power spectrum would overflow float32), on the device the work runs on; the work runs in `out`'s dtype. `clips`:
+    1-D float tensors, each at least one frame long; clips shorter than `frames` leave garbage rows for the caller to
+    overwrite.
 
     Clips go through in groups, all through one set of scratch buffers: on CPU a group holds about
     `_CPU_CHUNK_FRAMES` frames, which keeps the intermediates in cache (about twice as fast as one pass over a large
     batch), and reusing the buffers avoids fresh, page-faulting allocations for every group. On other devices groups
-    are large (`_DEVICE_CHUNK_FRAMES`), so a typical batch is a single group.
+    are large (`_DEVICE_CHUNK_FRAMES`), so a typical batch is a single group. A clip longer than a group goes through
+    alone, in blocks of that many frames (frames are independent), so the scratch memory is bounded whatever the
+    length: about 8 kB per frame of a group at 16 kHz (8 MB on CPU, 0.5 GB elsewhere) besides `out` and the input.
     """
     spec = FrameSpec.for_rate(sampling_rate)
     frames = out.shape[1]
-    window, bands = _fbank_constants(sampling_rate, out.shape[-1], out.device)
+    window, bands = _fbank_constants(sampling_rate, out.shape[-1], out.device, out.dtype)
     chunk_frames = _CPU_CHUNK_FRAMES if out.device.type == "cpu" else _DEVICE_CHUNK_FRAMES
     step = max(1, chunk_frames // frames)
-    scratch = _Scratch.allocate(min(step, len(clips)), frames, spec, out.shape[-1], out)
+    block = min(frames, chunk_frames)
+    scratch = {block: _Scratch.allocate(min(step, len(clips)), block, spec, out.shape[-1], out)}
     for start in range(0, len(clips), step):
         group = clips[start : start + step]
-        log_mel = _log_mel(_group_waveforms(group, scratch.waveforms), spec, window, bands, scratch)
-        out[start : start + len(group)].copy_(log_mel)
+        for first in range(0, frames, block):  # one pass unless a single clip is longer than `block` frames
+            count = min(block, frames - first)
+            if count not in scratch:  # the shorter last block of a long clip
+                scratch[count] = _Scratch.allocate(1, count, spec, out.shape[-1], out)
+            pieces = [clip[first * spec.shift :] for clip in group]
+            log_mel = _log_mel(_group_waveforms(pieces, scratch[count].waveforms), spec, window, bands, scratch[count])
+            out[start : start + len(group), first : first + count].copy_(log_mel)
 
 
 def _group_waveforms(group: Sequence[torch.Tensor], buffer: torch.Tensor) -> torch.Tensor:
     """The first `buffer.shape[1]` samples of each clip of `group` as a (len(group), samples) float32 tensor.
 
-    A single clip that is long enough and already float32 on the buffer's device is used in place; otherwise the
+    A single clip that is long enough and already of the buffer's dtype and device is used in place; otherwise the
     clips are copied into `buffer`, zero-padded at the end.
     """
     needed = buffer.shape[1]
@@ -182,7 +193,7 @@ class _Scratch:
     waveforms: torch.Tensor  # (clips, samples of `frames` frames)
     padded: torch.Tensor  # (clips, frames, n_fft): windowed frames; the zero tail is written once
     emphasis: torch.Tensor  # (clips, frames, size - 1): 0.97 x[n - 1]
-    spectrum: torch.Tensor  # (clips, frames, n_fft // 2 + 1) complex64
+    spectrum: torch.Tensor  # (clips, frames, n_fft // 2 + 1) complex, of the buffers' precision
     power: torch.Tensor  # (clips, frames, n_fft // 2 + 1)
     energies: torch.Tensor  # (clips, frames, num_mel_bins)
 
@@ -197,7 +208,7 @@ class _Scratch:
             waveforms=like.new_empty(clips, (frames - 1) * spec.shift + spec.size),
             padded=padded,
             emphasis=like.new_empty(clips, frames, spec.size - 1),
-            spectrum=like.new_empty(clips, frames, bins, dtype=torch.complex64),
+            spectrum=like.new_empty(clips, frames, bins, dtype=like.dtype.to_complex()),
             power=like.new_empty(clips, frames, bins),
             energies=like.new_empty(clips, frames, num_mel_bins),
         )

@@ -2,13 +2,17 @@
 normalisation); the filter banks themselves are computed in `fbank`.
 
 The features are those of the original AST pipeline (see `fbank.kaldi_fbank`), padded with zeros in log-mel space (or
-truncated) to a fixed number of frames and normalised as `(fbank - mean) / (2 * std)`. (The original data loader also
+truncated) to a fixed number of frames and normalised as `(fbank - mean) / (2 * std)`. Clips whose power spectrum could
+overflow float32 (peaks above about 1e14 at 16 kHz; real audio is within [-1, 1] or integer PCM ranges) are resampled
+and transformed in float64, so every finite input gives finite features: log-mel(c x) = log-mel(x) + 2 ln c holds at
+any amplitude instead of turning into inf. (The original data loader also
 subtracts each clip's mean first; Kaldi's per-frame DC removal cancels that up to float rounding, so, like
 transformers' built-in extractor, this one does not.)
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -123,6 +127,12 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         Returns:
             `BatchFeature` with `input_values` (batch, frames, num_mel_bins) float32 and, if asked for,
             `attention_mask` (batch, frames) int64.
+
+        Memory: besides the input, the features (4 bytes x frames x num_mel_bins: 66 kB per second at 16 kHz and 128
+        bins, 184 MB for an hour with `truncation=False`), a float32 copy of inputs of other dtypes and a resampled
+        copy at other rates; the filter-bank scratch is bounded whatever the length (about 8 MB on CPU, 0.5 GB on
+        other devices; see `fbank.log_mel_into`). Measured on CPU: an untruncated 10-minute clip at 16 kHz raises the
+        peak RSS by 20 MB (its features take 31 MB).
         """
         if kwargs:
             logger.warning(f"{type(self).__name__}.__call__ ignores the arguments {sorted(kwargs)}")
@@ -131,7 +141,7 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         rate = self._input_rate(sampling_rate)
         tensor_type = _tensor_type(return_tensors)
 
-        clips = _as_clips(raw_speech)
+        clips = _widened(_as_clips(raw_speech), _float32_safe_peak(self.sampling_rate))
         if rate != self.sampling_rate:
             clips = [resample(clip, rate, self.sampling_rate) for clip in clips]
         lengths = [clip.shape[0] for clip in clips]
@@ -171,7 +181,15 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         device = clips[0].device
         computed = min(max(frames), target)
         features = torch.empty(len(clips), target, self.num_mel_bins, device=device)
-        log_mel_into(features[:, :computed], clips, self.sampling_rate)
+        if all(clip.dtype == torch.float32 for clip in clips):
+            log_mel_into(features[:, :computed], clips, self.sampling_rate)
+        else:  # some clips were widened to float64 (see `_widened`): each precision computed in its own pass
+            for dtype in (torch.float32, torch.float64):
+                indices = [index for index, clip in enumerate(clips) if clip.dtype == dtype]
+                if indices:
+                    part = features.new_empty(len(indices), computed, self.num_mel_bins, dtype=dtype)
+                    log_mel_into(part, [clips[index] for index in indices], self.sampling_rate)
+                    features[indices, :computed] = part.to(features.dtype)
         for row, count in zip(features, frames):
             row[count:] = self.padding_value
         mask = torch.arange(target, device=device) < torch.tensor(frames, device=device)[:, None]
@@ -217,22 +235,35 @@ def _as_clips(raw_speech: RawSpeech) -> list[torch.Tensor]:
         batch = _validated(raw_speech, "raw_speech")
         if batch.numel() == 0:
             raise ValueError(f"raw_speech has shape {tuple(batch.shape)}: no clips or empty clips")
-        clips = list(batch.unbind(0))
-    else:
-        clips = [_validated_clip(clip, index) for index, clip in enumerate(_clip_list(raw_speech))]
-    _check_finite(clips)
-    return clips
+        return list(batch.unbind(0))
+    return [_validated_clip(clip, index) for index, clip in enumerate(_clip_list(raw_speech))]
 
 
-def _check_finite(clips: list[torch.Tensor]) -> None:
-    """Raise naming the first clip with a NaN or infinite sample."""
-    # A clip's sum is finite unless a sample is not (or the sum overflows): one cheap test before the exact ones.
-    sums = torch.stack([clip.sum().to(clips[0].device) for clip in clips])
-    if bool(torch.isfinite(sums).all()):
-        return
-    for index, clip in enumerate(clips):
-        if not bool(torch.isfinite(clip).all()):
-            raise ValueError(f"clip {index} contains NaN or infinite samples")
+def _widened(clips: list[torch.Tensor], safe_peak: float) -> list[torch.Tensor]:
+    """The clips, those with a peak above `safe_peak` cast to float64; raises naming the first non-finite clip.
+
+    One min/max pass per clip serves both checks (a NaN sample makes both NaN, an infinite one the peak infinite).
+    """
+    extremes = torch.stack([torch.stack(torch.aminmax(clip)).to(clips[0].device) for clip in clips])
+    peaks = extremes.abs().amax(dim=1).tolist()
+    for index, peak in enumerate(peaks):
+        if not math.isfinite(peak):
+            raise ValueError(
+                f"clip {index} contains NaN or infinite samples (or samples beyond float32's range, +-3.4e38)"
+            )
+    return [clip.to(torch.float64) if peak > safe_peak else clip for clip, peak in zip(clips, peaks)]
+
+
+def _float32_safe_peak(sampling_rate: int) -> float:
+    """Largest sample magnitude for which no float32 step of the fbank (after resampling) can overflow.
+
+    Bound: centring and pre-emphasis give |x| <= 4 peak, so each FFT part is <= 4 size peak, each power bin
+    <= 2 (4 size peak)^2, and a mel energy (weights <= 1) sums at most n_fft / 2 + 1 bins. A further factor 4 covers
+    the resampler's overshoot. At 16 kHz this is about 1.3e14.
+    """
+    spec = FrameSpec.for_rate(sampling_rate)
+    bins = spec.n_fft // 2 + 1
+    return math.sqrt(torch.finfo(torch.float32).max / (32 * bins * spec.size**2)) / 4
 
 
 def _clip_list(raw_speech: RawSpeech) -> list[Any]:

@@ -18,7 +18,7 @@ import numpy as np
 import soundfile
 import torch
 
-from .audio_utils import check_sampling_rate, resample, to_float_waveform
+from .audio_utils import check_sampling_rate, decode_audio_file, resample, to_float_waveform, warn_if_truncated
 
 # Zero crossings of the resampling filter on each side (audio_utils.resample) plus slack, in units of the lower rate.
 _RESAMPLING_MARGIN = 8
@@ -93,14 +93,25 @@ class FileWindows:
 
     A window read this way equals the same span of the whole file decoded and resampled at once (to float rounding):
     the read starts on a sample where the two rates' grids meet and covers the resampling filter's reach, and zeros
-    stand in for samples beyond the file's ends as they do for the whole-file resampler.
+    stand in for samples beyond the file's ends as they do for the whole-file resampler. Formats libsndfile cannot
+    read (m4a, ...) are decoded whole, once, with ffmpeg (`audio_utils.decode_audio_file`, as plain pipeline calls do),
+    so for them the recording does sit in memory (4 bytes per sample at the target rate). Errors are `ValueError`s
+    naming the file; a truncated file (header announcing more data than present) gives a warning naming it.
     """
 
     def __init__(self, path: str | os.PathLike, target_rate: int) -> None:
         self.path = os.fspath(path)
-        with soundfile.SoundFile(self.path) as handle:
-            self.file_rate, self.file_frames = handle.samplerate, handle.frames
+        if self.path.startswith(("http://", "https://")):
+            raise ValueError(f"chunk_length_s reads local files; download {self.path!r} first")
         self.target_rate = target_rate
+        self._whole: torch.Tensor | None = None
+        try:
+            with soundfile.SoundFile(self.path) as handle:
+                warn_if_truncated(handle, self.path)
+                self.file_rate, self.file_frames = handle.samplerate, handle.frames
+        except (RuntimeError, OSError, TypeError, ValueError):  # missing, corrupt or not a libsndfile format
+            self._whole = torch.from_numpy(decode_audio_file(self.path, target_rate))  # raises naming the file
+            self.file_rate, self.file_frames = target_rate, self._whole.shape[0]
         self.num_samples = -(-self.file_frames * target_rate // self.file_rate)
         gcd = math.gcd(self.file_rate, target_rate)
         self._file_step, self._target_step = self.file_rate // gcd, target_rate // gcd
@@ -109,6 +120,8 @@ class FileWindows:
 
     def read(self, start: int, end: int) -> torch.Tensor:
         """Samples [start, end) at the target rate, as float32."""
+        if self._whole is not None:
+            return self._whole[start:end]
         first_block = start // self._target_step - self._margin_blocks
         last_block = -(-end // self._target_step) + self._margin_blocks
         file_start, file_end = first_block * self._file_step, last_block * self._file_step
@@ -120,9 +133,12 @@ class FileWindows:
     def _read_file(self, file_start: int, file_end: int) -> torch.Tensor:
         """File samples [file_start, file_end), channel 0, with zeros outside the file."""
         lo, hi = max(file_start, 0), min(file_end, self.file_frames)
-        with soundfile.SoundFile(self.path) as handle:
-            handle.seek(lo)
-            data = handle.read(hi - lo, dtype="float32", always_2d=True)[:, 0]
+        try:
+            with soundfile.SoundFile(self.path) as handle:
+                handle.seek(lo)
+                data = handle.read(hi - lo, dtype="float32", always_2d=True)[:, 0]
+        except (RuntimeError, OSError, ValueError) as err:  # changed or removed since it was opened
+            raise ValueError(f"could not read audio file {self.path!r}: {err}") from err
         padded = np.zeros(file_end - file_start, dtype=np.float32)
         padded[lo - file_start : lo - file_start + len(data)] = data
         if not np.isfinite(data).all():

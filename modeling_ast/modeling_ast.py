@@ -278,7 +278,15 @@ class ASTPreTrainedModel(PreTrainedModel):
                 init.trunc_normal_(parameter, std=std)
 
 
-def _check_inputs(input_values: torch.Tensor, attention_mask: torch.Tensor | None, config: ASTConfig) -> None:
+def _check_inputs(
+    input_values: torch.Tensor, attention_mask: torch.Tensor | None, config: ASTConfig, weight_dtype: torch.dtype
+) -> None:
+    autocast = torch.is_autocast_enabled(input_values.device.type)
+    if not input_values.is_floating_point() or (input_values.dtype != weight_dtype and not autocast):
+        raise ValueError(
+            f"input_values has dtype {input_values.dtype}; this model's weights are {weight_dtype}: pass "
+            f"input_values.to({weight_dtype}) (float32, float16 or bfloat16, the dtype the model was loaded in)"
+        )
     if input_values.dim() != 3:
         raise ValueError(
             f"input_values must be a (batch, frames, mel_bins) spectrogram, got shape {tuple(input_values.shape)}"
@@ -372,7 +380,7 @@ class ASTModel(ASTPreTrainedModel):
             in training mode with patchout) and
             `pooler_output` (B, D) = mean of the [CLS] and [DIST] states.
         """
-        _check_inputs(input_values, attention_mask, self.config)
+        _check_inputs(input_values, attention_mask, self.config, self.embeddings.patch_embed.proj.weight.dtype)
         clip_time = None if attention_mask is None else clip_time_patches(attention_mask, self.config)
         hidden_states, num_time = self.embeddings(input_values, clip_time)
         num_frequency = self.config.patch_grid[0]

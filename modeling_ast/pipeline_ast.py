@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from transformers.pipelines.audio_classification import AudioClassificationPipeline
 
-from .audio_utils import load_audio
+from .audio_utils import decode_audio_file
 from .fbank import FrameSpec
 from .feature_extraction_ast import ASTFeatureExtractor
 from .long_audio import FileWindows, WaveformWindows, iter_window_batches, plan_windows
@@ -82,10 +82,7 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
             return self._plan_long_audio(inputs, chunk_length_s, stride_length_s)
         target_rate = self.feature_extractor.sampling_rate
         if isinstance(inputs, str) and not inputs.startswith(("http://", "https://")):
-            try:
-                inputs = load_audio(inputs, sampling_rate=target_rate)
-            except ValueError:
-                return super().preprocess(inputs)  # a format only ffmpeg decodes, or no file: ffmpeg says which
+            inputs = decode_audio_file(inputs, sampling_rate=target_rate)  # errors name the file and the reason
         if isinstance(inputs, (str, bytes)):
             return super().preprocess(inputs)
         waveform, sampling_rate = _waveform_and_rate(inputs, target_rate)

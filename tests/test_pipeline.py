@@ -5,6 +5,7 @@ used (not the built-in AST of the same names), the output function follows probl
 import json
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -144,7 +145,43 @@ def test_bad_pipeline_inputs_are_named(classifier):
         classifier({"raw": np.zeros(16000, dtype=np.float32)})
 
 
+_COUNT_REGISTRATIONS = """
+import importlib, json
+import modeling_ast
+importlib.import_module("modeling_ast")
+modeling_ast.registration.register()
+importlib.reload(modeling_ast)  # runs the package's register() once more
+from transformers.models.auto import configuration_auto, feature_extraction_auto, modeling_auto
+from transformers.pipelines import PIPELINE_REGISTRY
+ours = lambda item: "modeling_ast" in repr(item)
+mappings = {
+    "AutoConfig": configuration_auto.CONFIG_MAPPING,
+    "AutoModel": modeling_auto.MODEL_MAPPING,
+    "AutoModelForAudioClassification": modeling_auto.MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING,
+    "AutoFeatureExtractor": feature_extraction_auto.FEATURE_EXTRACTOR_MAPPING,
+}
+counts = {name: sum(ours(item) for item in mapping._extra_content.items()) for name, mapping in mappings.items()}
+counts["pipeline tasks"] = sum(ours(task) for task in PIPELINE_REGISTRY.supported_tasks.values())
+task = PIPELINE_REGISTRY.supported_tasks["audio-classification"]
+print(json.dumps({"counts": counts, "impl": task["impl"].__name__, "default": task["default"]["model"][0]}))
+"""
+
+
 def test_importing_the_package_twice_keeps_one_registration():
+    # a fresh interpreter: import, import again, register() by hand and reload the package (a third register())
+    result = subprocess.run([sys.executable, "-c", _COUNT_REGISTRATIONS], capture_output=True, text=True, check=True)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["counts"] == {
+        "AutoConfig": 1,
+        "AutoModel": 1,
+        "AutoModelForAudioClassification": 1,
+        "AutoFeatureExtractor": 1,
+        "pipeline tasks": 1,
+    }
+    # only the implementation class is swapped: the task keeps transformers' default model, and nothing is overwritten
+    assert report["impl"] == "ASTAudioClassificationPipeline"
+    assert report["default"] == "superb/wav2vec2-base-superb-ks"
+    assert "Overwriting" not in result.stderr
     modeling_ast.registration.register()
     assert transformers.AutoConfig.for_model("ast").__class__ is ASTConfig
 
