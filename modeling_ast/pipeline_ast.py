@@ -23,6 +23,7 @@ Every other model gets the parent's behaviour unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sized
 from typing import Any
 
 import httpx
@@ -37,6 +38,7 @@ from .fbank import FrameSpec
 from .feature_extraction_ast import ASTFeatureExtractor
 from .long_audio import FileWindows, WaveformWindows, check_window_lengths, is_number, iter_window_batches, plan_windows
 from .modeling_ast import class_scores
+from .pipeline_batches import ON_ERROR, classify_many
 
 _AGGREGATIONS = ("max", "mean")
 _LONG_AUDIO_OPTIONS = (
@@ -56,14 +58,14 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
         self,
         top_k: int | None = None,
         function_to_apply: str | None = None,
-        chunk_length_s: float | None = None,
-        stride_length_s: float | None = None,
-        aggregation: str | None = None,
-        return_timestamps: bool | None = None,
-        threshold: float | None = None,
-        window_batch_size: int | None = None,
+        on_error: str | None = None,
         **kwargs: Any,
     ) -> tuple[dict, dict, dict]:
+        """`top_k`, `function_to_apply`, `on_error` and the long-audio options (`_long_audio_parameters`) -> the
+        preprocess, forward and postprocess parameters; long-audio options are validated merged with construction's."""
+        given = {name: kwargs.pop(name) for name in _LONG_AUDIO_OPTIONS if kwargs.get(name) is not None}
+        if on_error is not None and on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         if top_k is not None and (not _is_int(top_k) or top_k < 1):
             raise ValueError(f"top_k must be a positive integer (the number of labels to return), got {top_k!r}")
         preprocess, forward, postprocess = super()._sanitize_parameters(
@@ -71,17 +73,43 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
         )
         if function_to_apply is None and isinstance(self.feature_extractor, ASTFeatureExtractor):
             postprocess.pop("function_to_apply", None)  # 5.0 fills in "softmax"; ours follows problem_type
-        given = dict(
-            chunk_length_s=chunk_length_s, stride_length_s=stride_length_s, aggregation=aggregation,
-            return_timestamps=return_timestamps, threshold=threshold, window_batch_size=window_batch_size,
-        )
-        options = {**self._construction_options, **{name: value for name, value in given.items() if value is not None}}
+        options = {**self._construction_options, **given}
         if options:
             long_preprocess, long_forward, long_postprocess = self._long_audio_parameters(**options)
             preprocess.update(long_preprocess)
             forward.update(long_forward)
             postprocess.update(long_postprocess)
+        if on_error is not None:
+            preprocess["on_error"] = on_error
         return preprocess, forward, postprocess
+
+    def get_iterator(
+        self,
+        inputs: Any,
+        num_workers: int,
+        batch_size: int,
+        preprocess_params: dict,
+        forward_params: dict,
+        postprocess_params: dict,
+    ) -> Iterator[Any]:
+        """Many inputs (a list, tuple or dataset) at real length go through `pipeline_batches.classify_many`:
+        preprocessing in `num_workers` DataLoader workers, batches of similar length, results in input order, and
+        `on_error="return"` for an error entry in place of an unreadable input. Other cases: the parent's iterator."""
+        on_error = preprocess_params.pop("on_error", "raise")
+        many = isinstance(inputs, Sized) and isinstance(self.feature_extractor, ASTFeatureExtractor)
+        if not many or preprocess_params.get("chunk_length_s") is not None:
+            return super().get_iterator(
+                inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params
+            )
+
+        def classify_batch(batch: dict[str, torch.Tensor]) -> list[Any]:
+            logits = self.forward(batch, **forward_params)["logits"]
+            return [self.postprocess({"logits": row[None]}, **postprocess_params) for row in logits]
+
+        return classify_many(
+            inputs, self.preprocess, preprocess_params, classify_batch, self.feature_extractor.padding_value,
+            batch_size=batch_size, num_workers=num_workers, on_error=on_error,
+        )
 
     def _long_audio_parameters(
         self,
@@ -114,10 +142,15 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
         )
 
     def preprocess(
-        self, inputs: Any, chunk_length_s: float | None = None, stride_length_s: float = 0.0
+        self,
+        inputs: Any,
+        chunk_length_s: float | None = None,
+        stride_length_s: float = 0.0,
+        on_error: str = "raise",
     ) -> dict[str, Any]:
         """One clip -> raw (un-normalised) features: `input_values` (1, frames, F) float32 and, for checkpoints with
-        masks, `attention_mask` (1, frames) with frames = the clip's own (real length); else `max_length` frames."""
+        masks, `attention_mask` (1, frames) with frames = the clip's own (real length); else `max_length` frames.
+        `on_error` applies to many inputs (`get_iterator`); a single input's error is raised."""
         if not isinstance(self.feature_extractor, ASTFeatureExtractor):
             return super().preprocess(inputs)
         if chunk_length_s is not None:

@@ -2,6 +2,7 @@
 options: split between construction and call, and validated with errors that name them."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -154,3 +155,68 @@ def test_long_audio_options_split_between_construction_and_call(masked, fsdd_dir
 def test_bad_options_are_named(masked, clips, options, message):
     with pytest.raises(ValueError, match=message):
         masked(clips[0], **options)
+
+
+@pytest.fixture(scope="module")
+def many_files(fsdd_dir, tmp_path_factory):
+    """12 files of real speech, 0.2 to 1.4 s, as wav and flac at 8, 16 and 44.1 kHz, in no order of length."""
+    import soundfile
+
+    from modeling_ast.audio_utils import resample
+
+    folder = tmp_path_factory.mktemp("many")
+    paths = []
+    for index, source in enumerate(sorted(fsdd_dir.glob("*.wav"))[:12]):
+        rate = (8000, 16000, 44100)[index % 3]
+        waveform = resample(torch.from_numpy(load_audio(source, sampling_rate=None)), 8000, rate).numpy()
+        waveform = np.tile(waveform, 1 + index % 4)[: int(rate * (0.2 + 0.1 * ((index * 5) % 13)))]
+        path = folder / f"clip{index}.{'flac' if index % 2 else 'wav'}"
+        soundfile.write(path, waveform, rate)
+        paths.append(str(path))
+    return paths
+
+
+def test_many_files_batched_by_length_in_workers_come_back_in_order(masked, many_files, tmp_path, monkeypatch):
+    alone = [as_vector(masked(path)) for path in many_files]
+    pids = tmp_path / "pids"
+    preprocess = masked.preprocess
+
+    def recording_preprocess(inputs, **params):
+        with open(pids, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return preprocess(inputs, **params)
+
+    monkeypatch.setattr(masked, "preprocess", recording_preprocess)
+    with FrameRecorder(masked.model) as recorder:
+        results = masked(many_files, batch_size=4, num_workers=2)
+    assert len(results) == len(many_files)
+    for expected, result in zip(alone, results):  # input order, each as if alone
+        torch.testing.assert_close(as_vector(result), expected, atol=1e-5, rtol=0)
+    worker_pids = set(pids.read_text().split())
+    assert str(os.getpid()) not in worker_pids and len(worker_pids) == 2  # decoding ran in the two workers
+    frames = [shape[1] for shape in recorder.shapes]
+    assert [shape[0] for shape in recorder.shapes] == [4, 4, 4]
+    assert frames == sorted(frames)  # one look-ahead block (12 <= 8 batches of 4), grouped shortest first
+    durations = sorted(soundfile_duration(path) for path in many_files)
+    assert frames[0] < frames[-1] and frames[0] == 1 + (round(durations[3] * 16000) - 400) // 160
+
+
+def soundfile_duration(path: str) -> float:
+    import soundfile
+
+    return soundfile.info(path).duration
+
+
+def test_an_unreadable_file_is_named_or_returned_as_an_error_entry(masked, many_files, tmp_path):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio at all")
+    inputs = [many_files[0], str(broken), many_files[1]]
+    with pytest.raises(ValueError, match=r"could not classify '.*broken\.wav'"):
+        masked(inputs, batch_size=2)
+    results = masked(inputs, batch_size=2, num_workers=1, on_error="return")
+    assert results[1]["input"] == str(broken)
+    assert str(broken) in results[1]["error"] and set(results[1]) == {"error", "input"}
+    for index in (0, 2):
+        torch.testing.assert_close(as_vector(results[index]), as_vector(masked(inputs[index])), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"on_error must be one of \('raise', 'return'\), got 'skip'"):
+        masked(inputs, on_error="skip")
