@@ -78,7 +78,9 @@ def check_window_lengths(chunk_length_s: object, stride_length_s: object) -> Non
             f"stride_length_s (the overlap between windows) must be a finite number of seconds, got {stride_length_s!r}"
         )
     if stride_length_s < 0:
-        raise ValueError(f"stride_length_s is the overlap between windows and cannot be negative, got {stride_length_s}")
+        raise ValueError(
+            f"stride_length_s is the overlap between windows and cannot be negative, got {stride_length_s}"
+        )
     if stride_length_s >= chunk_length_s:
         raise ValueError(
             f"stride_length_s ({stride_length_s} s) must be smaller than chunk_length_s ({chunk_length_s} s): it is "

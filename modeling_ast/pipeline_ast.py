@@ -16,7 +16,10 @@ models whose feature extractor is ours, this subclass
   `_forward` normalises them: transformers' batch collator pads `input_values` with the extractor's `padding_value`,
   a raw log-mel value, so padding a raw batch and normalising it after gives exactly the extractor's own padding;
 - takes the long-audio options at construction, at call time or split between the two (like transformers'
-  speech-recognition pipeline); each call validates the merged options.
+  speech-recognition pipeline); each call validates the merged options;
+- given a list, tuple or dataset (`pipeline_batches`): decodes and featurises in `num_workers` DataLoader workers,
+  batches clips of similar length, returns results in input order, and names an unreadable input in its error (or,
+  with `on_error="return"`, puts `{"error", "input"}` in its place). Generators keep the parent's iterator.
 
 Every other model gets the parent's behaviour unchanged.
 """
@@ -51,7 +54,9 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # remembered so that a call's options are validated merged with these (the parent merges only the results)
-        self._construction_options = {name: kwargs[name] for name in _LONG_AUDIO_OPTIONS if kwargs.get(name) is not None}
+        self._construction_options = {
+            name: kwargs[name] for name in _LONG_AUDIO_OPTIONS if kwargs.get(name) is not None
+        }
         super().__init__(*args, **kwargs)
 
     def _sanitize_parameters(
