@@ -11,6 +11,13 @@ Sections (references in brackets):
   memory     peak RSS tagging a 1-hour recording with the pipeline's streamed windows [the same recording loaded and
              featurised whole]
   roofline   achieved GFLOP/s of the 10 s forward [this machine's fp32 matmul GFLOP/s]
+  pipeline   `pipeline` on 64 single 1 s clips, masked checkpoint [transformers' pipeline on the built-in AST, same
+             weights]
+  mixed      masked batch of 8 clips of 1-10 s [the sum of the 8 clips' solo times; the built-in AST]
+  files      `pipeline` over 256 files of 0.5-10 s at 8/16/44.1 kHz, wav + flac, batch_size=8, num_workers=2 [the
+             built-in pipeline on the same files, same settings]
+`--tiny` runs the pipeline, mixed and files sections on a one-layer model and a few clips: a check that the code
+works, not a measurement.
 Targets: features >= 15x the built-in and >= 1.5x torchaudio; 1 s inference >= 8x, 10 s >= 0.95x the built-in;
 patchout training step >= 2.5x; roofline fraction >= 0.85.
 """
@@ -212,12 +219,87 @@ def uncounted_attention_flops(counter, model: ASTForAudioClassification, inputs)
     return 4 * tokens**2 * config.hidden_size * config.num_hidden_layers * inputs["input_values"].shape[0]
 
 
+TINY = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 128}
+
+
+def saved_pipelines(work: Path, tiny: bool) -> tuple[transformers.Pipeline, transformers.Pipeline]:
+    """Our pipeline on a saved masked checkpoint, and transformers' pipeline on the built-in AST with the same
+    weights (passed as objects, so the built-in classes and the parent pipeline's behaviour are used)."""
+    builtin, ours = twin_models(**(TINY if tiny else {}))
+    ours.save_pretrained(work / "ours")
+    ASTFeatureExtractor(return_attention_mask=True).save_pretrained(work / "ours")
+    our_pipe = transformers.pipeline("audio-classification", model=str(work / "ours"))
+    builtin_pipe = transformers.pipeline("audio-classification", model=builtin,
+                                         feature_extractor=transformers.ASTFeatureExtractor())
+    return our_pipe, builtin_pipe
+
+
+def bench_pipeline(repeats: int, tiny: bool) -> list[Row]:
+    clips = [speech_like(1, 1.0, seed=i)[0] for i in range(8 if tiny else 64)]
+    with tempfile.TemporaryDirectory() as work:
+        ours, builtin = saved_pipelines(Path(work), tiny)
+        builtin_s = median_seconds(lambda: [builtin(clip) for clip in clips], repeats)
+        ours_s = median_seconds(lambda: [ours(clip) for clip in clips], repeats)
+    return [speed_row(f"pipeline, {len(clips)} single 1 s clips, masked checkpoint",
+                      "transformers pipeline, built-in AST, same weights", builtin_s, ours_s)]
+
+
+def bench_mixed(repeats: int, tiny: bool) -> list[Row]:
+    builtin, ours = twin_models(**(TINY if tiny else {}))
+    clips = [speech_like(1, seconds, seed=i)[0] for i, seconds in enumerate([1, 10, 2.5, 7, 1.5, 4, 9, 3])]
+    extractor = ASTFeatureExtractor(return_attention_mask=True)
+    batch = extractor(clips, sampling_rate=16000, padding="longest", return_tensors="pt")
+    solo = [extractor(clip, sampling_rate=16000, padding="longest", return_tensors="pt") for clip in clips]
+    builtin_inputs = transformers.ASTFeatureExtractor()(clips, sampling_rate=16000, return_tensors="pt")
+    with torch.inference_mode():
+        ours_s = median_seconds(lambda: ours(**batch), repeats)
+        solo_s = sum(median_seconds(lambda: ours(**inputs), repeats) for inputs in solo)
+        builtin_s = median_seconds(lambda: builtin(**builtin_inputs), repeats)
+    case = "masked batch, 8 clips of 1-10 s (length groups)"
+    return [(case, "sum of the 8 clips' solo times", solo_s, "modeling_ast", ours_s,
+             f"{solo_s / ours_s:.2f} of the solo sum's speed"),
+            speed_row(case, "transformers AST (pads to 1024 frames)", builtin_s, ours_s)]
+
+
+def write_files(folder: Path, count: int) -> list[str]:
+    """`count` files of 0.5-10 s, rotating through 8, 16 and 44.1 kHz and wav / flac."""
+    import soundfile
+
+    from modeling_ast.audio_utils import resample
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        rate, suffix = (8000, 16000, 44100)[index % 3], ("wav", "flac")[index % 2]
+        clip = speech_like(1, float(rng.uniform(0.5, 10.0)), seed=index)[0]
+        path = folder / f"clip{index:04d}.{suffix}"
+        soundfile.write(path, resample(torch.from_numpy(clip), 16000, rate).numpy(), rate)
+        paths.append(str(path))
+    return paths
+
+
+def bench_files(repeats: int, tiny: bool) -> list[Row]:
+    with tempfile.TemporaryDirectory() as work:
+        ours, builtin = saved_pipelines(Path(work), tiny)
+        (Path(work) / "files").mkdir()
+        paths = write_files(Path(work) / "files", 16 if tiny else 256)
+        settings = {"batch_size": 8, "num_workers": 2}
+        builtin_s = median_seconds(lambda: builtin(paths, **settings), repeats, warmup=0)
+        ours_s = median_seconds(lambda: ours(paths, **settings), repeats, warmup=0)
+    return [(f"pipeline over {len(paths)} files (0.5-10 s, 8/16/44.1 kHz, wav + flac), batch_size=8, num_workers=2 "
+             "(clips/s)", "transformers pipeline, built-in AST, same weights", len(paths) / builtin_s,
+             "modeling_ast", len(paths) / ours_s, f"{builtin_s / ours_s:.2f}x the clips/s")]
+
+
 SECTIONS = {
     "features": lambda args: bench_features(args.repeats),
     "inference": lambda args: bench_inference(args.repeats),
     "training": lambda args: bench_training(args.repeats),
     "memory": lambda args: bench_memory(args.hours),
     "roofline": lambda args: bench_roofline(args.repeats),
+    "pipeline": lambda args: bench_pipeline(args.repeats, args.tiny),
+    "mixed": lambda args: bench_mixed(args.repeats, args.tiny),
+    "files": lambda args: bench_files(args.repeats, args.tiny),
 }
 
 
@@ -227,6 +309,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hours", type=float, default=1.0, help="length of the recording in the memory section")
+    parser.add_argument("--tiny", action="store_true", help="pipeline/mixed/files on a tiny model: checks the code")
     parser.add_argument("--output", type=Path, default=Path(__file__).with_name("results.md"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -41,11 +41,10 @@ def plan_windows(
 ) -> WindowPlan:
     """Windows of `chunk_length_s` seconds overlapping by `stride_length_s` seconds (see the module docstring).
 
-    Raises ValueError, with the reason, for a chunk shorter than `min_samples`, a negative overlap, an overlap that
-    leaves no hop (stride >= chunk), or a recording shorter than `min_samples`.
+    Raises ValueError, with the reason, for lengths `check_window_lengths` refuses, a chunk shorter than
+    `min_samples`, an overlap that leaves no hop once rounded to samples, or a recording shorter than `min_samples`.
     """
-    if not chunk_length_s > 0:
-        raise ValueError(f"chunk_length_s must be a positive number of seconds, got {chunk_length_s!r}")
+    check_window_lengths(chunk_length_s, stride_length_s)
     chunk = round(chunk_length_s * sampling_rate)
     overlap = round(stride_length_s * sampling_rate)
     if chunk < min_samples:
@@ -53,12 +52,10 @@ def plan_windows(
             f"chunk_length_s={chunk_length_s} gives {chunk} samples per window; the model needs at least "
             f"{min_samples} ({min_samples / sampling_rate:.3f} s)"
         )
-    if overlap < 0:
-        raise ValueError(f"stride_length_s is the overlap between windows and cannot be negative, got {stride_length_s}")
     if overlap >= chunk:
         raise ValueError(
-            f"stride_length_s ({stride_length_s} s) must be smaller than chunk_length_s ({chunk_length_s} s): it is "
-            "the overlap between consecutive windows, so the windows would never advance"
+            f"stride_length_s ({stride_length_s} s) is {overlap} samples, not fewer than the {chunk} of "
+            f"chunk_length_s ({chunk_length_s} s): the windows would never advance"
         )
     if num_samples < min_samples:
         raise ValueError(
@@ -70,6 +67,30 @@ def plan_windows(
     hop = chunk - overlap
     starts = list(range(0, num_samples - chunk, hop)) + [num_samples - chunk]
     return WindowPlan(starts, [start + chunk for start in starts], sampling_rate)
+
+
+def check_window_lengths(chunk_length_s: object, stride_length_s: object) -> None:
+    """ValueError naming the option unless 0 <= stride_length_s < chunk_length_s, both finite numbers of seconds."""
+    if not (is_number(chunk_length_s) and math.isfinite(chunk_length_s) and chunk_length_s > 0):
+        raise ValueError(f"chunk_length_s must be a positive number of seconds (finite), got {chunk_length_s!r}")
+    if not (is_number(stride_length_s) and math.isfinite(stride_length_s)):
+        raise ValueError(
+            f"stride_length_s (the overlap between windows) must be a finite number of seconds, got {stride_length_s!r}"
+        )
+    if stride_length_s < 0:
+        raise ValueError(
+            f"stride_length_s is the overlap between windows and cannot be negative, got {stride_length_s}"
+        )
+    if stride_length_s >= chunk_length_s:
+        raise ValueError(
+            f"stride_length_s ({stride_length_s} s) must be smaller than chunk_length_s ({chunk_length_s} s): it is "
+            "the overlap between consecutive windows, so the windows would never advance"
+        )
+
+
+def is_number(value: object) -> bool:
+    """A real number (Python or numpy), not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 class WaveformWindows:

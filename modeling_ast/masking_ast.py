@@ -39,6 +39,25 @@ def clip_time_patches(attention_mask: torch.Tensor, config: ASTConfig) -> list[i
     return [max(1, config.time_patches(count)) for count in frames]
 
 
+def length_groups(frames: list[int], max_padding: float = 0.25) -> list[list[int]]:
+    """Indices of clips with `frames` real frames each, in groups of similar length, shortest first.
+
+    Clips are taken in order of length; a group grows while its frames padded to its longest clip stay within
+    (1 + max_padding) times its real frames, so running each group alone computes little padding. Every index
+    appears in exactly one group.
+    """
+    groups: list[list[int]] = []
+    real = 0
+    for index in sorted(range(len(frames)), key=lambda index: frames[index]):
+        if groups and (len(groups[-1]) + 1) * frames[index] <= (1 + max_padding) * (real + frames[index]):
+            groups[-1].append(index)
+            real += frames[index]
+        else:
+            groups.append([index])
+            real = frames[index]
+    return groups
+
+
 def time_column_mask(clip_time: list[int], num_time: int, device: torch.device) -> torch.Tensor:
     """(B, t) mask of a batch grid with `num_time` time columns, True for each clip's real ones."""
     return torch.arange(num_time, device=device) < torch.tensor(clip_time, device=device)[:, None]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,14 @@ from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_ast import ASTConfig
-from .masking_ast import ASTPatchout, clip_time_patches, mask_for_attention, time_column_mask, token_mask
+from .masking_ast import (
+    ASTPatchout,
+    clip_time_patches,
+    length_groups,
+    mask_for_attention,
+    time_column_mask,
+    token_mask,
+)
 
 # The decorator that records hidden states and attentions (`_can_record_outputs`) into the model output. Later 5.x
 # releases kept `check_model_inputs` as a name, but it no longer records anything there.
@@ -482,12 +489,43 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         Returns:
             `SequenceClassifierOutput` with `logits` (B, num_labels) and `loss` when labels are given.
         """
+        if self._runs_in_length_groups(attention_mask, kwargs):
+            logits = self._grouped_logits(input_values, attention_mask)
+            loss = None if labels is None else classification_loss(logits, labels, self.config)
+            return SequenceClassifierOutput(loss=loss, logits=logits)
         outputs = self.ast(input_values, attention_mask=attention_mask, **kwargs)
         logits = self.classifier(outputs.pooler_output)
         loss = None if labels is None else classification_loss(logits, labels, self.config)
         return SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
+
+    def _runs_in_length_groups(self, attention_mask: torch.Tensor | None, kwargs: dict[str, Any]) -> bool:
+        """Inference on a padded batch of which only the logits are asked: run it in groups of similar length.
+
+        Training (patchout draws one grid per batch) and calls that ask for hidden states or attentions keep the
+        single padded batch."""
+        if self.training or attention_mask is None or attention_mask.shape[0] < 2:
+            return False
+        asked = ("output_hidden_states", "output_attentions")
+        return not any(kwargs.get(name, getattr(self.config, name)) for name in asked) and not bool(
+            attention_mask.bool().all()
+        )
+
+    def _grouped_logits(self, input_values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) masked batch -> (B, num_labels) logits, each group of similar length cut to its longest clip
+        (at least one patch of frames) and run alone: the same logits as the padded batch, without its padding cost.
+        """
+        _check_inputs(input_values, attention_mask, self.config)
+        clip_time_patches(attention_mask, self.config)  # refuses masks that are not right padding
+        frames = attention_mask.bool().sum(dim=1).tolist()
+        logits = input_values.new_empty(input_values.shape[0], self.config.num_labels)
+        for group in length_groups(frames):
+            index = torch.tensor(group, device=input_values.device)
+            kept = min(input_values.shape[1], max(self.config.patch_size, max(frames[i] for i in group)))
+            pooled = self.ast(input_values[index, :kept], attention_mask=attention_mask[index, :kept]).pooler_output
+            logits[index] = self.classifier(pooled)
+        return logits
 
 
 __all__ = ["ASTEmbeddingOutput", "ASTForAudioClassification", "ASTModel", "ASTPreTrainedModel", "class_scores"]

@@ -9,73 +9,153 @@ models whose feature extractor is ours, this subclass
 - with `chunk_length_s`, tags recordings of any length: overlapping windows (`stride_length_s` seconds of overlap,
   see `long_audio.plan_windows`) are read lazily, featurised and classified `window_batch_size` at a time, and the
   per-window scores are aggregated over the recording (`aggregation="max"` or `"mean"`); `return_timestamps=True`
-  adds each window's `{start, end, labels}` (seconds; labels above `threshold`, else the top_k).
+  adds each window's `{start, end, labels}` (seconds; labels above `threshold`, else the top_k);
+- for checkpoints whose extractor returns attention masks (`return_attention_mask: true`, i.e. trained with them),
+  pads nothing for one clip and, with `batch_size`, pads a batch only to its longest clip; checkpoints without masks
+  keep `max_length` padding, which is what they saw in training. `preprocess` returns raw log-mel features and
+  `_forward` normalises them: transformers' batch collator pads `input_values` with the extractor's `padding_value`,
+  a raw log-mel value, so padding a raw batch and normalising it after gives exactly the extractor's own padding;
+- takes the long-audio options at construction, at call time or split between the two (like transformers'
+  speech-recognition pipeline); each call validates the merged options;
+- given a list, tuple or dataset (`pipeline_batches`): decodes and featurises in `num_workers` DataLoader workers,
+  batches clips of similar length, returns results in input order, and names an unreadable input in its error (or,
+  with `on_error="return"`, puts `{"error", "input"}` in its place). Generators keep the parent's iterator.
 
 Every other model gets the parent's behaviour unchanged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sized
 from typing import Any
 
+import httpx
 import numpy as np
 import torch
-from transformers.pipelines.audio_classification import AudioClassificationPipeline
+import torch.nn.functional as F
+from transformers import BatchFeature
+from transformers.pipelines.audio_classification import AudioClassificationPipeline, ffmpeg_read
 
 from .audio_utils import decode_audio_file
 from .fbank import FrameSpec
 from .feature_extraction_ast import ASTFeatureExtractor
-from .long_audio import FileWindows, WaveformWindows, iter_window_batches, plan_windows
+from .long_audio import FileWindows, WaveformWindows, check_window_lengths, is_number, iter_window_batches, plan_windows
 from .modeling_ast import class_scores
+from .pipeline_batches import ON_ERROR, classify_many
 
 _AGGREGATIONS = ("max", "mean")
+_LONG_AUDIO_OPTIONS = (
+    "chunk_length_s", "stride_length_s", "aggregation", "return_timestamps", "threshold", "window_batch_size"
+)
 
 
 class ASTAudioClassificationPipeline(AudioClassificationPipeline):
     """`pipeline("audio-classification")` once `modeling_ast` is imported; see the module docstring."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # remembered so that a call's options are validated merged with these (the parent merges only the results)
+        self._construction_options = {
+            name: kwargs[name] for name in _LONG_AUDIO_OPTIONS if kwargs.get(name) is not None
+        }
+        super().__init__(*args, **kwargs)
+
     def _sanitize_parameters(
         self,
         top_k: int | None = None,
         function_to_apply: str | None = None,
+        on_error: str | None = None,
+        **kwargs: Any,
+    ) -> tuple[dict, dict, dict]:
+        """`top_k`, `function_to_apply`, `on_error` and the long-audio options (`_long_audio_parameters`) -> the
+        preprocess, forward and postprocess parameters; long-audio options are validated merged with construction's."""
+        given = {name: kwargs.pop(name) for name in _LONG_AUDIO_OPTIONS if kwargs.get(name) is not None}
+        if on_error is not None and on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if top_k is not None and (not _is_int(top_k) or top_k < 1):
+            raise ValueError(f"top_k must be a positive integer (the number of labels to return), got {top_k!r}")
+        preprocess, forward, postprocess = super()._sanitize_parameters(
+            top_k=top_k, function_to_apply=function_to_apply, **kwargs
+        )
+        if function_to_apply is None and isinstance(self.feature_extractor, ASTFeatureExtractor):
+            postprocess.pop("function_to_apply", None)  # 5.0 fills in "softmax"; ours follows problem_type
+        options = {**self._construction_options, **given}
+        if options:
+            long_preprocess, long_forward, long_postprocess = self._long_audio_parameters(**options)
+            preprocess.update(long_preprocess)
+            forward.update(long_forward)
+            postprocess.update(long_postprocess)
+        if on_error is not None:
+            preprocess["on_error"] = on_error
+        return preprocess, forward, postprocess
+
+    def get_iterator(
+        self,
+        inputs: Any,
+        num_workers: int,
+        batch_size: int,
+        preprocess_params: dict,
+        forward_params: dict,
+        postprocess_params: dict,
+    ) -> Iterator[Any]:
+        """Many inputs (a list, tuple or dataset) at real length go through `pipeline_batches.classify_many`:
+        preprocessing in `num_workers` DataLoader workers, batches of similar length, results in input order, and
+        `on_error="return"` for an error entry in place of an unreadable input. Other cases: the parent's iterator."""
+        on_error = preprocess_params.pop("on_error", "raise")
+        many = isinstance(inputs, Sized) and isinstance(self.feature_extractor, ASTFeatureExtractor)
+        if not many or preprocess_params.get("chunk_length_s") is not None:
+            return super().get_iterator(
+                inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params
+            )
+
+        def classify_batch(batch: dict[str, torch.Tensor]) -> list[Any]:
+            logits = self.forward(batch, **forward_params)["logits"]
+            return [self.postprocess({"logits": row[None]}, **postprocess_params) for row in logits]
+
+        return classify_many(
+            inputs, self.preprocess, preprocess_params, classify_batch, self.feature_extractor.padding_value,
+            batch_size=batch_size, num_workers=num_workers, on_error=on_error,
+        )
+
+    def _long_audio_parameters(
+        self,
         chunk_length_s: float | None = None,
         stride_length_s: float | None = None,
         aggregation: str | None = None,
         return_timestamps: bool | None = None,
         threshold: float | None = None,
         window_batch_size: int | None = None,
-        **kwargs: Any,
     ) -> tuple[dict, dict, dict]:
-        preprocess, forward, postprocess = super()._sanitize_parameters(
-            top_k=top_k, function_to_apply=function_to_apply, **kwargs
-        )
-        if function_to_apply is None and isinstance(self.feature_extractor, ASTFeatureExtractor):
-            postprocess.pop("function_to_apply", None)  # 5.0 fills in "softmax"; ours follows problem_type
-        long_mode = {chunk_length_s, stride_length_s, aggregation, return_timestamps, threshold, window_batch_size}
-        if chunk_length_s is None and long_mode != {None}:
+        """Validated long-audio options (construction and call merged) -> preprocess, forward, postprocess params."""
+        if chunk_length_s is None:
             raise ValueError(
                 "stride_length_s, aggregation, return_timestamps, threshold and window_batch_size apply to long-audio "
                 "mode: pass chunk_length_s (window length in seconds) as well"
             )
-        if chunk_length_s is not None:
-            if not isinstance(self.feature_extractor, ASTFeatureExtractor):
-                raise ValueError("chunk_length_s needs a modeling_ast checkpoint (an ASTFeatureExtractor)")
-            if aggregation is not None and aggregation not in _AGGREGATIONS:
-                raise ValueError(f"aggregation must be one of {_AGGREGATIONS}, got {aggregation!r}")
-            if threshold is not None and not 0 <= threshold <= 1:
-                raise ValueError(f"threshold is a score in [0, 1], got {threshold}")
-            if window_batch_size is not None and (not isinstance(window_batch_size, int) or window_batch_size < 1):
-                raise ValueError(f"window_batch_size must be a positive integer, got {window_batch_size!r}")
-            preprocess.update(chunk_length_s=chunk_length_s, stride_length_s=stride_length_s or 0.0)
-            forward["window_batch_size"] = window_batch_size or 8
-            postprocess.update(
-                aggregation=aggregation or "max", return_timestamps=bool(return_timestamps), threshold=threshold
-            )
-        return preprocess, forward, postprocess
+        if not isinstance(self.feature_extractor, ASTFeatureExtractor):
+            raise ValueError("chunk_length_s needs a modeling_ast checkpoint (an ASTFeatureExtractor)")
+        check_window_lengths(chunk_length_s, stride_length_s or 0.0)
+        if aggregation is not None and aggregation not in _AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {_AGGREGATIONS}, got {aggregation!r}")
+        if threshold is not None and not (is_number(threshold) and 0 <= threshold <= 1):
+            raise ValueError(f"threshold is a score in [0, 1], got {threshold!r}")
+        if window_batch_size is not None and (not _is_int(window_batch_size) or window_batch_size < 1):
+            raise ValueError(f"window_batch_size must be a positive integer, got {window_batch_size!r}")
+        return (
+            {"chunk_length_s": chunk_length_s, "stride_length_s": stride_length_s or 0.0},
+            {"window_batch_size": window_batch_size or 8},
+            {"aggregation": aggregation or "max", "return_timestamps": bool(return_timestamps), "threshold": threshold},
+        )
 
     def preprocess(
-        self, inputs: Any, chunk_length_s: float | None = None, stride_length_s: float = 0.0
+        self,
+        inputs: Any,
+        chunk_length_s: float | None = None,
+        stride_length_s: float = 0.0,
+        on_error: str = "raise",
     ) -> dict[str, Any]:
+        """One clip -> raw (un-normalised) features: `input_values` (1, frames, F) float32 and, for checkpoints with
+        masks, `attention_mask` (1, frames) with frames = the clip's own (real length); else `max_length` frames.
+        `on_error` applies to many inputs (`get_iterator`); a single input's error is raised."""
         if not isinstance(self.feature_extractor, ASTFeatureExtractor):
             return super().preprocess(inputs)
         if chunk_length_s is not None:
@@ -84,13 +164,30 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
         if isinstance(inputs, str) and not inputs.startswith(("http://", "https://")):
             inputs = decode_audio_file(inputs, sampling_rate=target_rate)  # errors name the file and the reason
         if isinstance(inputs, (str, bytes)):
-            return super().preprocess(inputs)
+            inputs = ffmpeg_read(_read_bytes(inputs), target_rate).copy()  # writable, for torch
         waveform, sampling_rate = _waveform_and_rate(inputs, target_rate)
         _check_mono(waveform)
-        processed = self.feature_extractor(waveform, sampling_rate=sampling_rate, return_tensors="pt")
-        if self.dtype is not None:
-            processed = processed.to(dtype=self.dtype)
-        return processed
+        real_length = bool(self.feature_extractor.return_attention_mask)
+        features = self.feature_extractor(
+            waveform,
+            sampling_rate=sampling_rate,
+            padding="longest" if real_length else "max_length",
+            do_normalize=False,
+            return_tensors="pt",
+        )
+        return self._at_least_one_patch(features) if real_length else features
+
+    def _at_least_one_patch(self, features: BatchFeature) -> BatchFeature:
+        """Pad a clip shorter than one patch to `patch_size` frames (raw `padding_value`, mask 0), as the
+        fixed-length AST sees it: the model needs at least one patch of frames."""
+        missing = self.model.config.patch_size - features["input_values"].shape[1]
+        if missing <= 0:
+            return features
+        features["input_values"] = F.pad(
+            features["input_values"], (0, 0, 0, missing), value=self.feature_extractor.padding_value
+        )
+        features["attention_mask"] = F.pad(features["attention_mask"], (0, missing), value=0)
+        return features
 
     def _plan_long_audio(self, inputs: Any, chunk_length_s: float, stride_length_s: float) -> dict[str, Any]:
         """A lazy window source and its window plan; nothing is featurised yet."""
@@ -107,7 +204,7 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
 
     def _forward(self, model_inputs: dict[str, Any], window_batch_size: int = 8) -> Any:
         if "window_plan" not in model_inputs:
-            return super()._forward(model_inputs)
+            return self.model(**self._normalized(model_inputs))
         plan = model_inputs["window_plan"]
         logits = []
         for windows in iter_window_batches(model_inputs["window_source"], plan, window_batch_size):
@@ -119,6 +216,16 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
                 features = features.to(dtype=self.dtype)
             logits.append(self.model(**features).logits.float().cpu())
         return {"window_logits": torch.cat(logits), "window_plan": plan}
+
+    def _normalized(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
+        """Raw features from `preprocess` (padded by the batch collator with the raw `padding_value`) -> the
+        normalised model inputs, in the pipeline's dtype."""
+        if not isinstance(self.feature_extractor, ASTFeatureExtractor):
+            return model_inputs
+        features = model_inputs["input_values"]
+        if self.feature_extractor.do_normalize:
+            features = self.feature_extractor.normalize(features)
+        return {**model_inputs, "input_values": features.to(dtype=self.dtype or features.dtype)}
 
     def postprocess(
         self,
@@ -160,6 +267,20 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
         values, indices = scores.topk(k)
         id2label = self.model.config.id2label
         return [{"score": value, "label": id2label[index]} for value, index in zip(values.tolist(), indices.tolist())]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _read_bytes(inputs: str | bytes) -> bytes:
+    """The bytes of a file path or URL (as transformers' pipeline fetches them) for ffmpeg to decode."""
+    if isinstance(inputs, bytes):
+        return inputs
+    if inputs.startswith(("http://", "https://")):
+        return httpx.get(inputs, follow_redirects=True).content
+    with open(inputs, "rb") as handle:
+        return handle.read()
 
 
 def _check_mono(waveform: np.ndarray | torch.Tensor) -> None:

@@ -118,6 +118,18 @@ def test_threshold_keeps_only_confident_labels_and_arrays_match_files(tagger, re
         assert [item["label"] for item in window_file["labels"]] == [item["label"] for item in window_array["labels"]]
     plain = tagger(str(path), chunk_length_s=3.0)
     assert isinstance(plain, list) and plain == from_file["labels"]
+    # against window scores computed by hand: the labels scoring >= 0.5 in each window, in score order
+    waveform = resample(torch.from_numpy(speech_8k), 8000, 16000).numpy()
+    plan = plan_windows(len(waveform), 16000, 3.0, 0.0, MIN_SAMPLES)
+    expected = by_hand(tagger, waveform, plan)
+    assert ((expected - 0.5).abs() > 1e-3).all()  # no score so near the threshold that float noise could flip it
+    kept = [[str(index) for index in row.argsort(descending=True).tolist() if row[index] >= 0.5] for row in expected]
+    for result in (from_file, from_array):
+        assert len(result["windows"]) == len(plan.starts) > 3
+        assert [[item["label"] for item in window["labels"]] for window in result["windows"]] == [
+            [tagger.model.config.id2label[int(index)] for index in labels] for labels in kept
+        ]
+    assert any(kept) and not all(len(labels) == 6 for labels in kept)  # the threshold keeps some labels, not all
 
 
 def test_bad_long_audio_input_is_named(tagger):

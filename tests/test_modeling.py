@@ -268,7 +268,8 @@ def test_set_attn_implementation_switches_the_attention_in_place():
     mask = torch.ones(2, 128)
     mask[0, 70:] = 0
     with torch.no_grad():
-        reference = model(inputs, attention_mask=mask).logits
+        # asking for attentions keeps the one padded batch (not length groups), as the calls below do
+        reference = model(inputs, attention_mask=mask, output_attentions=True).logits
         model.set_attn_implementation("eager")
         assert model.config._attn_implementation == model.ast.config._attn_implementation == "eager"
         eager = model(inputs, attention_mask=mask, output_attentions=True)
