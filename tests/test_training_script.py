@@ -353,6 +353,27 @@ def test_resumed_run_ends_exactly_like_the_uninterrupted_one(script, clips, tmp_
         assert rate == pytest.approx(1e-3 * 0.5 ** ((step - 1) // 4)), step
 
 
+def test_resume_from_an_epoch_end_checkpoint_ends_exactly_like_the_uninterrupted_run(script, clips, tmp_path):
+    """checkpoint-4 is saved at the last step of epoch 1, before that epoch's evaluation; the evaluation must not move
+    the random states the uninterrupted run goes on with (mixup, SpecAugment, noise and dropout draw from them).
+
+    16 clips, batch 4: 4 steps per epoch, 2 epochs, checkpoints every 4 steps, evaluation every epoch."""
+    recipe = ["--mixup", "0.5", "--freqm", "8", "--timem", "8", "--noise", "true", "--warmup_steps", "0"]
+    recipe += ["--num_train_epochs", "2", "--save_strategy", "steps", "--save_steps", "4", "--learning_rate", "1e-3"]
+    common = manifests(clips) + TINY + recipe
+    full = script.main(common + ["--output_dir", str(tmp_path / "full")])
+    checkpoint = tmp_path / "full" / "checkpoint-4"
+    counter = StepCounter()
+    resumed = script.main(
+        common + ["--output_dir", str(tmp_path / "resumed"), "--resume_from_checkpoint", str(checkpoint)],
+        callbacks=[counter],
+    )
+    assert counter.steps == [5, 6, 7, 8]  # it did resume, not start over
+    for key, value in full["model"].state_dict().items():
+        torch.testing.assert_close(resumed["model"].state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+    assert resumed["metrics"]["eval_loss"] == pytest.approx(full["metrics"]["eval_loss"], abs=1e-6)
+
+
 # --- starting points ----------------------------------------------------------------------------------------------
 
 

@@ -8,8 +8,12 @@ averaging, the last epoch's weights are both evaluated at the end (`evaluate_tra
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import random
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
+
+import numpy as np
 
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -28,6 +32,7 @@ __all__ = [
     "data_seed",
     "end_processes",
     "launched_on_cpus",
+    "preserved_rng_state",
     "resume_target",
 ]
 
@@ -66,6 +71,22 @@ def end_processes() -> None:
     """Close the process group of a multi-process run (a process exiting with it open can abort in gloo)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+@contextmanager
+def preserved_rng_state() -> Iterator[None]:
+    """Runs the body, then puts Python's, NumPy's and torch's (CPU and every initialised CUDA device) global random
+    states back as they were, whatever the body drew from them."""
+    python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
 
 
 class FinalWeightsCallback(TrainerCallback):
@@ -117,6 +138,17 @@ class ASTTrainer(Trainer):
             )
             callbacks += [self.final_weights, averaging]
         super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """`Trainer.evaluate`, leaving the global random states as it found them.
+
+        Why: a checkpoint stores the random states of the step it is saved at, and an epoch's evaluation runs after
+        the last step's checkpoint (Trainer saves in the step's `on_step_end`, evaluates at the epoch's end) and draws
+        from the global generators (creating the evaluation DataLoader's iterator draws its base seed). Without the
+        restore, the uninterrupted run would go on from states the checkpoint never saw, and a run resumed from an
+        epoch-end checkpoint would drift from it."""
+        with preserved_rng_state():
+            return super().evaluate(*args, **kwargs)
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
         dataset = self.train_dataset if train_dataset is None else train_dataset
