@@ -306,7 +306,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
         data_collator=collator, processing_class=feature_extractor, callbacks=callbacks,
         compute_metrics=compute_metrics_fn(space.problem_type, space.id2label),
     )  # fmt: skip
-    trainer.train(resume_from_checkpoint=resume_target(training_args.resume_from_checkpoint))
+    trainer.train(resume_from_checkpoint=resume_target(training_args.resume_from_checkpoint, output_dir))
     prediction, results = trainer.evaluate_trained_models(eval_set)
     trainer.save_model(str(output_dir))  # model + feature extractor, safetensors
     result: dict[str, Any] = {

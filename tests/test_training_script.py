@@ -11,6 +11,7 @@ import csv
 import importlib
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from modeling_ast.training.labels import LabelSpace
 from modeling_ast.training.recipes import RecipeArguments, parse_args_with_recipe
 from modeling_ast.training.sampling import DrawKey, EpochDrawSampler
 from modeling_ast.training.sources import manifest_examples
+from modeling_ast.training.trainer import last_complete_checkpoint, resume_target
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 RECIPES = sorted((EXAMPLES_DIR / "recipes").glob("*.json"))
@@ -372,6 +374,59 @@ def test_resume_from_an_epoch_end_checkpoint_ends_exactly_like_the_uninterrupted
     for key, value in full["model"].state_dict().items():
         torch.testing.assert_close(resumed["model"].state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
     assert resumed["metrics"]["eval_loss"] == pytest.approx(full["metrics"]["eval_loss"], abs=1e-6)
+
+
+def test_resume_true_skips_checkpoints_left_incomplete_by_a_kill(script, clips, tmp_path):
+    """A kill while a checkpoint is written leaves an empty or config-only checkpoint-N: `--resume_from_checkpoint
+    true` takes the newest complete one, naming what it skipped and why."""
+    common = manifests(clips) + TINY + ["--num_train_epochs", "2", "--save_strategy", "steps", "--save_steps", "2"]
+    output_dir = tmp_path / "run"
+    script.main(common + ["--output_dir", str(output_dir)], callbacks=[StopAtStep(5)])
+    assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    (output_dir / "checkpoint-8").mkdir()  # killed right after the folder was made
+    shutil.copytree(output_dir / "checkpoint-4", output_dir / "checkpoint-6")
+    (output_dir / "checkpoint-6" / "trainer_state.json").unlink()  # killed before the state file was written
+    (output_dir / "checkpoint-7").mkdir()
+    shutil.copy(output_dir / "checkpoint-4" / "config.json", output_dir / "checkpoint-7")  # config only
+    counter = StepCounter()
+    with pytest.warns(UserWarning) as caught:
+        script.main(common + ["--output_dir", str(output_dir), "--resume_from_checkpoint", "true"], callbacks=[counter])
+    assert counter.steps == [5, 6, 7, 8]  # resumed from checkpoint-4
+    skipped = [str(warning.message) for warning in caught if "incomplete checkpoint" in str(warning.message)]
+    assert len(skipped) == 3
+    assert "checkpoint-8: no trainer_state.json" in skipped[0] and "checkpoint-7: no trainer_state.json" in skipped[1]
+    assert "checkpoint-6: no trainer_state.json" in skipped[2]
+
+
+def test_last_complete_checkpoint_checks_the_state_file_and_the_weights(tmp_path):
+    def checkpoint(step: int, state: str | None, weights: bool) -> Path:
+        path = tmp_path / f"checkpoint-{step}"
+        path.mkdir()
+        if state is not None:
+            (path / "trainer_state.json").write_text(state)
+        if weights:
+            (path / "model.safetensors").write_bytes(b"x")
+        return path
+
+    with pytest.raises(ValueError, match=f"no complete checkpoint-N folder in {tmp_path}$"):
+        resume_target("true", tmp_path)
+    complete = checkpoint(3, "{}", weights=True)
+    checkpoint(10, '{"global_st', weights=True)  # cut short
+    checkpoint(20, "{}", weights=False)
+    (tmp_path / "checkpoint-30").write_text("not a folder")
+    found, skipped = last_complete_checkpoint(tmp_path)
+    assert found == complete
+    assert [(path.name, reason.split(" (")[0]) for path, reason in skipped] == [
+        ("checkpoint-20", "no weights file"),
+        ("checkpoint-10", "trainer_state.json is not valid JSON"),
+    ]
+    with pytest.warns(UserWarning, match="checkpoint-10: trainer_state.json is not valid JSON"):
+        assert resume_target("last", tmp_path) == str(complete)
+    assert resume_target("some/folder", tmp_path) == "some/folder" and resume_target(None, tmp_path) is None
+    (complete / "trainer_state.json").unlink()
+    with pytest.raises(ValueError, match="incomplete: checkpoint-20, checkpoint-10, checkpoint-3"):
+        with pytest.warns(UserWarning, match="checkpoint-3: no trainer_state.json"):
+            resume_target("true", tmp_path)
 
 
 # --- starting points ----------------------------------------------------------------------------------------------

@@ -7,10 +7,13 @@ averaging, the last epoch's weights are both evaluated at the end (`evaluate_tra
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +34,7 @@ __all__ = [
     "check_processes",
     "data_seed",
     "end_processes",
+    "last_complete_checkpoint",
     "launched_on_cpus",
     "preserved_rng_state",
     "resume_target",
@@ -59,12 +63,60 @@ def check_processes(args: TrainingArguments) -> None:
         )
 
 
-def resume_target(value: str | None) -> str | bool | None:
-    """`--resume_from_checkpoint` for `Trainer.train`: a checkpoint folder, or "true"/"last" for the newest one in
-    output_dir."""
-    if value is None:
-        return None
-    return True if value.lower() in ("true", "last") else value
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+"""The files one of which holds a checkpoint's weights (`Trainer.save_model`)."""
+
+
+def incomplete_reason(checkpoint: Path) -> str | None:
+    """Why `checkpoint` cannot be resumed from, or None when it is complete.
+
+    Trainer writes `trainer_state.json` last (after the weights, optimiser, scheduler and random states), so a
+    checkpoint whose state file is missing or cut short was interrupted while it was written."""
+    state = checkpoint / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json (interrupted while it was written?)"
+    try:
+        json.loads(state.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        return f"trainer_state.json is not valid JSON ({error})"
+    if not any((checkpoint / name).is_file() for name in WEIGHT_FILES):
+        return f"no weights file (one of {', '.join(WEIGHT_FILES)})"
+    return None
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest complete `checkpoint-N` folder in `output_dir` (None when there is none), and the newer incomplete
+    ones skipped to reach it, each with the reason."""
+    numbered = []
+    for path in Path(output_dir).glob("checkpoint-*"):
+        suffix = path.name.removeprefix("checkpoint-")
+        if path.is_dir() and suffix.isdigit():
+            numbered.append((int(suffix), path))
+    skipped = []
+    for _, path in sorted(numbered, reverse=True):
+        reason = incomplete_reason(path)
+        if reason is None:
+            return path, skipped
+        skipped.append((path, reason))
+    return None, skipped
+
+
+def resume_target(value: str | None, output_dir: str | Path) -> str | None:
+    """`--resume_from_checkpoint` for `Trainer.train`: a checkpoint folder as given, or for "true"/"last" the newest
+    complete checkpoint in `output_dir` (newer ones left incomplete by an interruption are skipped with a warning).
+
+    Raises:
+        ValueError: "true"/"last" and `output_dir` holds no complete checkpoint.
+    """
+    if value is None or value.lower() not in ("true", "last"):
+        return value
+    checkpoint, skipped = last_complete_checkpoint(output_dir)
+    for path, reason in skipped:
+        warnings.warn(f"skipping incomplete checkpoint {path}: {reason}", stacklevel=2)
+    if checkpoint is None:
+        found = f" (incomplete: {', '.join(path.name for path, _ in skipped)})" if skipped else ""
+        raise ValueError(f"--resume_from_checkpoint {value}: no complete checkpoint-N folder in {output_dir}{found}")
+    return str(checkpoint)
 
 
 def end_processes() -> None:
