@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 
 from modeling_ast.audio_utils import resample
-from modeling_ast.fbank import num_frames
+from modeling_ast.fbank import kaldi_fbank, num_frames
 from modeling_ast.feature_extraction_ast import ASTFeatureExtractor
 from modeling_ast.training.augment import (
     MAX_ROLL,
@@ -30,7 +30,7 @@ from modeling_ast.training.augment import (
 )
 from modeling_ast.training.collator import AudioCollator
 from modeling_ast.training.datasets import AudioDataset, StreamingAudioDataset, num_samples_for_frames
-from modeling_ast.training.decoding import UnreadableAudioError, decode_example
+from modeling_ast.training.decoding import UnreadableAudioError, decode_example, max_amplitude
 from modeling_ast.training.labels import LabelSpace
 from modeling_ast.training.recipes import RecipeArguments
 from modeling_ast.training.sampling import SPECTROGRAM_STAGE, DrawKey, seeded_generator
@@ -224,6 +224,27 @@ def test_decode_arrays_bytes_and_audio_dicts():
         decode_example({"audio": stereo, "sampling_rate": 8000, "labels": []})
     with pytest.raises(UnreadableAudioError, match="NaN or infinite"):
         decode_example({"audio": np.array([0.0, np.nan] * 300), "sampling_rate": 16000, "labels": []})
+
+
+def test_clips_shorter_than_a_frame_or_beyond_the_float32_range_are_unreadable():
+    with pytest.raises(UnreadableAudioError, match="clip-1: 399 samples at 16000 Hz, fewer than one 25 ms frame"):
+        decode_example({"audio": np.full(399, 0.1), "sampling_rate": 16000, "labels": [], "name": "clip-1"})
+    assert decode_example({"audio": np.full(400, 0.1), "sampling_rate": 16000, "labels": []}).shape == (400,)
+    with pytest.raises(UnreadableAudioError, match="clip-2: peak amplitude 1e\\+20 is beyond 7.19e\\+14"):
+        decode_example({"audio": np.full(800, 1e20), "sampling_rate": 16000, "labels": [], "name": "clip-2"})
+    # The bound is safe: the signals with the most energy per bin at the largest amplitude give finite filter banks.
+    limit = float(np.nextafter(np.float32(max_amplitude(16000)), np.float32(0)))  # the largest float32 within
+    generator = torch.Generator().manual_seed(0)
+    worst = [
+        torch.tensor([1.0, -1.0] * 800),  # all energy at Nyquist
+        torch.ones(1600).index_fill_(0, torch.arange(0, 1600, 400), -1.0),  # a step at each frame start
+        torch.randint(0, 2, (1600,), generator=generator).float() * 2 - 1,
+    ]
+    for signal in worst:
+        waveform = signal * limit
+        decode_example({"audio": waveform.numpy(), "sampling_rate": 16000, "labels": []})  # accepted
+        assert torch.isfinite(kaldi_fbank(waveform[None])).all()
+    assert not torch.isfinite(kaldi_fbank(worst[0][None] * 1e20)).all()  # what the check prevents
 
 
 def test_label_space():
