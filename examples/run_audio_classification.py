@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
         counts = "streamed" if data.streaming else f"{len(data.train)} training and {len(data.eval)} evaluation clips"
         shown = ", ".join(space.labels[:20]) + (" ..." if space.num_labels > 20 else "")
         kind = "multi-label" if space.multi_label else "single-label"
-        print(f"{counts}, {space.num_labels} labels ({kind}): {shown}")
+        print(f"{counts}, {space.num_labels} labels ({kind}: {data.task_reason}): {shown}")
         if not training_args.report_to and importlib.util.find_spec("tensorboard") is None:
             print("note: tensorboard is not installed, so no training curves are logged (pip install tensorboard)")
 

@@ -31,7 +31,7 @@ from modeling_ast.training.augment import (
 from modeling_ast.training.collator import AudioCollator
 from modeling_ast.training.datasets import AudioDataset, StreamingAudioDataset, num_samples_for_frames
 from modeling_ast.training.decoding import UnreadableAudioError, decode_example, max_amplitude
-from modeling_ast.training.labels import LabelSpace
+from modeling_ast.training.labels import LabelSpace, task_reason
 from modeling_ast.training.recipes import RecipeArguments
 from modeling_ast.training.sampling import SPECTROGRAM_STAGE, DrawKey, seeded_generator
 from modeling_ast.training.sources import (
@@ -41,6 +41,7 @@ from modeling_ast.training.sources import (
     load_hub_examples,
     manifest_examples,
 )
+from modeling_ast.training.task import task_from_examples
 
 MAX_FRAMES = 64
 MAX_SAMPLES = num_samples_for_frames(MAX_FRAMES)
@@ -245,6 +246,39 @@ def test_clips_shorter_than_a_frame_or_beyond_the_float32_range_are_unreadable()
         decode_example({"audio": waveform.numpy(), "sampling_rate": 16000, "labels": []})  # accepted
         assert torch.isfinite(kaldi_fbank(waveform[None])).all()
     assert not torch.isfinite(kaldi_fbank(worst[0][None] * 1e20)).all()  # what the check prevents
+
+
+def test_inferred_task_is_explained_and_repeated_files_are_warned_about(class_dir, tmp_path, caplog):
+    rows = ["cat/a.wav,cat", "dog/d.wav,dog", "cat/b.wav,", "cat/a.wav,cat", "dog/e.wav,dog", "dog/e.wav,cat"]
+    train = tmp_path / "train.csv"
+    train.write_text("path,label\n" + "\n".join(f"{class_dir}/{row}" for row in rows) + "\n")
+    with caplog.at_level(logging.WARNING):
+        examples = manifest_examples(train)
+    assert len(examples) == 6  # kept as listed
+    duplicate, conflict = (record.getMessage() for record in caplog.records)
+    assert f"1 file(s) listed more than once with the same labels, so drawn more often: {class_dir}/cat/a.wav " \
+        "(lines 2, 5)" in duplicate
+    assert "1 file(s) listed under different labels" in conflict
+    assert f"{class_dir}/dog/e.wav (lines 6, 7: cat / dog)" in conflict
+
+    task = task_from_examples(examples, examples[:2], "manifests")
+    assert task.label_space.multi_label
+    assert task.task_reason == f"1 training clip(s) have no label or several: {class_dir}/cat/b.wav (no label)"
+    single = task_from_examples(examples[:2], examples[:2], "manifests")
+    assert not single.label_space.multi_label
+    assert single.task_reason == "every training clip has exactly one label"
+    assert task_from_examples(examples, examples[:2], "m", multi_label=False).task_reason == "as asked"
+    assert task_reason([["a", "b"], ["a"], [], ["c"], ["d", "e"], []]) == (
+        "4 training clip(s) have no label or several: row 0 (2 labels: a;b), row 2 (no label), row 4 (2 labels: d;e) "
+        "and 1 more"
+    )
+
+    caplog.clear()
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text("".join(json.dumps({"path": f"{class_dir}/{row}", "label": "x"}) + "\n" for row in rows[:3]))
+    with caplog.at_level(logging.WARNING):
+        manifest_examples(clean)
+    assert not caplog.records
 
 
 def test_label_space():
