@@ -63,7 +63,12 @@ def check_processes(args: TrainingArguments) -> None:
         )
 
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 """The files one of which holds a checkpoint's weights (`Trainer.save_model`)."""
 
 
