@@ -33,7 +33,7 @@ from modeling_ast.training.datasets import AudioDataset, StreamingAudioDataset, 
 from modeling_ast.training.decoding import UnreadableAudioError, decode_example, max_amplitude
 from modeling_ast.training.labels import LabelSpace, task_reason
 from modeling_ast.training.recipes import RecipeArguments
-from modeling_ast.training.sampling import SPECTROGRAM_STAGE, DrawKey, seeded_generator
+from modeling_ast.training.sampling import SPECTROGRAM_STAGE, WAVEFORM_STAGE, DrawKey, seeded_generator
 from modeling_ast.training.sources import (
     HubExamples,
     StreamingHubExamples,
@@ -408,6 +408,19 @@ def _identity(example) -> tuple[str, int]:
     return example["labels"][0], hash(example["audio"] if isinstance(example["audio"], (bytes, str)) else None)
 
 
+class RecordingCollator(AudioCollator):
+    """`AudioCollator` that keeps a copy of every batch it makes."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[dict[str, torch.Tensor]] = []
+
+    def __call__(self, items):
+        batch = super().__call__(items)
+        self.batches.append({key: value.clone() for key, value in batch.items()})
+        return batch
+
+
 def test_streaming_dataset_trains_with_trainer_max_steps(class_dir, tmp_path, extractor, fast_streams):
     pytest.importorskip("accelerate")
     from datasets import ClassLabel, List
@@ -429,12 +442,30 @@ def test_streaming_dataset_trains_with_trainer_max_steps(class_dir, tmp_path, ex
         output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=2, report_to="none",
         remove_unused_columns=False, save_strategy="no", use_cpu=True, logging_steps=1,
     )
-    trainer = Trainer(
-        model=ASTForAudioClassification(config), args=args, train_dataset=train_set,
-        data_collator=AudioCollator(extractor, augment),
-    )
+    model = ASTForAudioClassification(config)
+    initial = {key: value.clone() for key, value in model.state_dict().items()}
+    collator = RecordingCollator(extractor, augment)
+    trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=collator)
     result = trainer.train()
     assert result.global_step == 3 and math.isfinite(result.training_loss)
+    # Three steps over a stream of three clips in batches of two: 2 + 1 clips, then 2 of the next pass (accelerate
+    # fetches one batch ahead); multi-label targets (multi-hot, or mixed by mixup), and the model learnt.
+    assert [len(batch["labels"]) for batch in collator.batches[:3]] == [2, 1, 2]
+    for batch in collator.batches:
+        size = len(batch["labels"])
+        assert batch["input_values"].shape == (size, MAX_FRAMES, 128) and batch["labels"].shape == (size, 2)
+        assert batch["labels"].dtype == torch.float32 and bool(((batch["labels"] >= 0) & (batch["labels"] <= 1)).all())
+        assert bool((batch["labels"].sum(dim=1) > 0).all())  # every clip of this stream has a label
+    changed = [key for key, value in model.state_dict().items() if not torch.equal(value, initial[key])]
+    assert "classifier.fc.weight" in changed and len(changed) > len(initial) // 2
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses)
+    model.eval()
+    batch = collator.batches[0]
+    with torch.no_grad():
+        output = model(**batch)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(output.logits, batch["labels"])
+    torch.testing.assert_close(output.loss, expected)  # the multi-label loss on the soft targets
 
 
 def test_map_datasets_train_with_soft_targets_and_evaluate_with_class_indices(fsdd_subset, tmp_path, extractor):
@@ -460,14 +491,33 @@ def test_map_datasets_train_with_soft_targets_and_evaluate_with_class_indices(fs
         output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=3, per_device_eval_batch_size=3,
         report_to="none", remove_unused_columns=False, save_strategy="no", use_cpu=True,
     )
+    collator = RecordingCollator(extractor, augment)
     trainer = ASTTrainer(  # the Trainer that draws training items by (epoch, position) keys
         model=ASTForAudioClassification(config), args=args, train_dataset=train_set, eval_dataset=eval_set,
-        data_collator=AudioCollator(extractor, augment), recipe=RecipeArguments(paper_optimizer=False),
+        data_collator=collator, recipe=RecipeArguments(paper_optimizer=False),
     )
     assert math.isfinite(trainer.train().training_loss)
+    training_batches, collator.batches = collator.batches, []
     assert math.isfinite(trainer.evaluate()["eval_loss"])
     predictions = trainer.predict(eval_set)
     assert predictions.label_ids.tolist() == [0, 1, 2]
+
+    # Training batches: (B, C) float soft targets, each row a distribution, some of them mixed by mixup.
+    assert len(training_batches) == 2
+    soft = torch.cat([batch["labels"] for batch in training_batches])
+    assert soft.shape == (6, space.num_labels) and soft.dtype == torch.float32
+    torch.testing.assert_close(soft.sum(dim=1), torch.ones(6))
+    assert bool(((soft > 0).sum(dim=1) == 2).any())  # mixed with a clip of another digit
+    # Evaluation batches: (B,) int64 class indices.
+    assert [batch["labels"].dtype for batch in collator.batches] == [torch.int64] * 2
+    assert torch.cat([batch["labels"] for batch in collator.batches]).tolist() == [0, 1, 2] * 2
+    # The model's loss on a training batch is the soft-target cross-entropy.
+    model = trainer.model.eval()
+    batch = training_batches[0]
+    with torch.no_grad():
+        output = model(**batch)
+    expected = -(batch["labels"] * output.logits.log_softmax(dim=-1)).sum(dim=-1).mean()
+    torch.testing.assert_close(output.loss, expected)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -660,6 +710,36 @@ def test_dataset_mixup_makes_soft_targets_and_centred_waveforms(fsdd_subset):
     assert _draw(no_mixup, 0)["labels"].dtype == torch.int64  # class indices without mixup
     evaluation = AudioDataset(examples, space, augment=AugmentConfig(mixup=1.0))
     assert evaluation[0]["labels"].dtype == torch.int64 and "seed" not in evaluation[0]
+
+
+def test_dataset_mixup_weights_target_and_waveform_with_the_same_lambda(fsdd_subset):
+    """Each item's draw replayed from its seed: the mixup decision, the partner and lambda. The item's own label has
+    weight lambda (plus 1 - lambda when the partner shares it) and its waveform is lambda * own + (1 - lambda) *
+    partner, both centred (clips whole here: no crop draws)."""
+    examples = folder_examples(fsdd_subset, label_regex=r"^(\d+)_")["train"]
+    space = LabelSpace.infer(_labels(examples))
+    dataset = AudioDataset(examples, space, train=True, augment=AugmentConfig(mixup=1.0))
+    waveforms = [decode_example(example).double() for example in examples]
+    lambdas, mixed_labels = [], 0
+    for position in range(2 * len(examples)):
+        index = position % len(examples)
+        item = _draw(dataset, index, epoch=1, position=position)
+        generator = seeded_generator(item["seed"], WAVEFORM_STAGE)
+        assert float(torch.rand((), generator=generator)) < 1.0  # mixup probability 1
+        partner = int(torch.randint(0, len(examples), (), generator=generator))
+        lam = sample_mixup_lambda(10.0, generator)
+        lambdas.append(lam)
+        own_label, partner_label = examples[index]["labels"][0], examples[partner]["labels"][0]
+        target = torch.zeros(space.num_labels)
+        target[space.label2id[own_label]] += lam
+        target[space.label2id[partner_label]] += 1 - lam
+        torch.testing.assert_close(item["labels"], target, rtol=0, atol=1e-6)
+        mixed_labels += own_label != partner_label
+        own, other = waveforms[index] - waveforms[index].mean(), waveforms[partner] - waveforms[partner].mean()
+        other = torch.cat([other, other.new_zeros(max(0, len(own) - len(other)))])[: len(own)]
+        expected = lam * own + (1 - lam) * other
+        torch.testing.assert_close(item["audio"].double(), expected - expected.mean(), rtol=0, atol=1e-6)
+    assert mixed_labels >= 4 and max(abs(lam - 0.5) for lam in lambdas) > 0.1  # lambda and 1 - lambda differ
 
 
 def test_streaming_mixup_partner_comes_from_recent_clips(class_dir):
