@@ -278,6 +278,50 @@ def test_too_short_and_overflowing_clips_are_bad_files(script, clips, tmp_path):
     assert math.isfinite(result["metrics"]["eval_loss"])
 
 
+def test_results_files_model_index_card_and_push_to_hub(script, clips, tmp_path, loopback_hub):
+    """transformers' example conventions: the results and state files, a model card with `model-index` metadata and
+    readable settings, `--push_to_hub` to the (loopback) Hub, and `base_model` when fine-tuning a Hub model."""
+    from hub_server import DUMMY_TOKEN
+    from huggingface_hub import ModelCard
+
+    repo = "loopback-user/ast-tiny"
+    output_dir = tmp_path / "pushed"
+    argv = manifests(clips) + TINY + ["--num_train_epochs", "1", "--mixup", "0.5", "--freqm", "8", "--timem", "4"]
+    result = script.main(argv + ["--patchout_time", "1", "--output_dir", str(output_dir), "--push_to_hub", "true",
+                                 "--hub_model_id", repo, "--hub_token", DUMMY_TOKEN])  # fmt: skip
+
+    evaluation = json.loads((output_dir / "eval_results.json").read_text())
+    assert evaluation["eval_accuracy"] == result["metrics"]["eval_accuracy"]
+    training = json.loads((output_dir / "train_results.json").read_text())
+    assert training["epoch"] == 1.0 and math.isfinite(training["train_loss"]) and "train_runtime" in training
+    assert json.loads((output_dir / "all_results.json").read_text()) == {**training, **evaluation}
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and state["log_history"] == result["log_history"]
+
+    card = ModelCard.load(output_dir / "README.md")
+    assert card.data.base_model is None  # trained from scratch
+    (scores,) = [r for r in card.data.eval_results if r.metric_type == "accuracy"]
+    assert scores.metric_value == pytest.approx(result["metrics"]["eval_accuracy"], abs=1e-6)
+    assert scores.task_type == "audio-classification" and scores.dataset_type == "custom"
+    assert str(clips / "train.csv") in scores.dataset_name
+    assert {r.metric_type for r in card.data.eval_results} == {"accuracy", "top5_accuracy"}
+    assert "AugmentConfig(" not in card.text and "{'patchout" not in card.text
+    assert "mixup of 50% of the clips (lambda ~ Beta(10, 10)), SpecAugment masks of up to 8 mel bins and 4 frames" \
+        in card.text
+    assert "patchout: 1 time column(s) dropped per step" in card.text
+    assert DUMMY_TOKEN not in card.content and "--hub_token '***'" in card.text  # the card is public
+
+    pushed = loopback_hub.repo_files(repo)
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "all_results.json"):
+        assert pushed[name] == (output_dir / name).read_bytes(), name
+    assert pushed["README.md"] == (output_dir / "README.md").read_bytes()  # our card, not Trainer's generic one
+    assert not any(name.startswith("checkpoint-") for name in pushed)
+
+    tuned = script.main(argv + ["--model_name_or_path", repo, "--output_dir", str(tmp_path / "tuned")])
+    assert ModelCard.load(tmp_path / "tuned" / "README.md").data.base_model == repo
+    assert math.isfinite(tuned["metrics"]["eval_loss"])
+
+
 # --- reproducible augmentation, sampling, schedule, averaging, resumption -----------------------------------------
 
 

@@ -207,6 +207,12 @@ class ASTTrainer(Trainer):
         with preserved_rng_state():
             return super().evaluate(*args, **kwargs)
 
+    def create_model_card(self, **kwargs: Any) -> None:
+        """Trainer's generic card, unless output_dir already holds one (`report.write_model_card`'s, with the
+        metrics of every evaluated model and `model-index` metadata), which `push_to_hub` must not replace."""
+        if not (Path(self.args.output_dir) / "README.md").is_file():
+            super().create_model_card(**kwargs)
+
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
         dataset = self.train_dataset if train_dataset is None else train_dataset
         if isinstance(dataset, torch.utils.data.IterableDataset):  # a stream: it orders itself
