@@ -221,6 +221,11 @@ def parse_args(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments, Reci
     return model_args, data_args, recipe, training_args
 
 
+def hub_id(name: str | None) -> str | None:
+    """`name` when it names a Hub repository (for the model card's metadata), None for a local path or nothing."""
+    return name if name and not Path(name).exists() else None
+
+
 def read_task_data(data_args: DataArguments, output_dir: Path) -> TaskData:
     """The clips named by `data_args`; for the demo, a synthetic dataset written to `output_dir/data` first."""
     multi_label, check_files = data_args.multi_label, data_args.on_bad_file == "error"
@@ -267,7 +272,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
         counts = "streamed" if data.streaming else f"{len(data.train)} training and {len(data.eval)} evaluation clips"
         shown = ", ".join(space.labels[:20]) + (" ..." if space.num_labels > 20 else "")
         kind = "multi-label" if space.multi_label else "single-label"
-        print(f"{counts}, {space.num_labels} labels ({kind}): {shown}")
+        print(f"{counts}, {space.num_labels} labels ({kind}: {data.task_reason}): {shown}")
         if not training_args.report_to and importlib.util.find_spec("tensorboard") is None:
             print("note: tensorboard is not installed, so no training curves are logged (pip install tensorboard)")
 
@@ -306,9 +311,14 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
         data_collator=collator, processing_class=feature_extractor, callbacks=callbacks,
         compute_metrics=compute_metrics_fn(space.problem_type, space.id2label),
     )  # fmt: skip
-    trainer.train(resume_from_checkpoint=resume_target(training_args.resume_from_checkpoint))
+    train_result = trainer.train(resume_from_checkpoint=resume_target(training_args.resume_from_checkpoint, output_dir))
     prediction, results = trainer.evaluate_trained_models(eval_set)
     trainer.save_model(str(output_dir))  # model + feature extractor, safetensors
+    # The files transformers' examples write: train_results.json, eval_results.json, all_results.json and
+    # trainer_state.json (main process only).
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_metrics("eval", prediction.metrics)
+    trainer.save_state()
     result: dict[str, Any] = {
         "metrics": prediction.metrics,
         "results": results,
@@ -332,13 +342,19 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
         result["plot"] = save_plot(prediction, space, output_dir)
         start = model_args.imagenet_checkpoint or model_args.model_name_or_path or "random initialisation"
         summary = training_summary(training_args, recipe, model_args.patchout())
-        result["model_card"] = write_model_card(output_dir, data, results, summary, SCRIPT, argv, start, result["plot"])
+        result["model_card"] = write_model_card(
+            output_dir, data, results, summary, SCRIPT, argv, start, result["plot"],
+            base_model=hub_id(model_args.imagenet_checkpoint or model_args.model_name_or_path),
+            dataset_id=hub_id(data_args.dataset_name),
+        )  # fmt: skip
         held_out = data.first_eval_example()
         result["top3"] = pipeline_top3(output_dir, held_out)
         guesses = ", ".join(f"{guess['label']} {guess['score']:.3f}" for guess in result["top3"])
         print(f"pipeline on held-out {held_out.get('name', 'clip')} (labels {held_out['labels']}): {guesses}")
         if not space.multi_label:
             print(f"eval accuracy: {result['eval_accuracy']:.3f} ({clips} clips)")
+    if training_args.push_to_hub:  # the output folder as written, model card included (every process saves)
+        result["hub_commit"] = trainer.push_to_hub(commit_message="End of training")
     trainer.accelerator.wait_for_everyone()  # no process leaves while the main one still writes
     return result
 

@@ -77,10 +77,10 @@ MUTANTS = (
     ),
     Mutant(
         "mixup_targets_one_minus_lambda",
-        "modeling_ast/training/data.py",
+        "modeling_ast/training/datasets.py",
         "target = mix_targets(target, self.label_space.multi_hot(other[1]), lam)",
         "target = mix_targets(target, self.label_space.multi_hot(other[1]), 1.0 - lam)",
-        ("tests/test_training_data.py", "tests/test_training_utils.py", "tests/test_training_script.py"),
+        ("tests/test_training_data.py",),
         "mixup weights the targets with 1 - lambda while the waveforms use lambda",
     ),
     # Controls: bugs the suite is known to catch.

@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 
 from modeling_ast.audio_utils import resample
-from modeling_ast.fbank import num_frames
+from modeling_ast.fbank import kaldi_fbank, num_frames
 from modeling_ast.feature_extraction_ast import ASTFeatureExtractor
 from modeling_ast.training.augment import (
     MAX_ROLL,
@@ -30,10 +30,10 @@ from modeling_ast.training.augment import (
 )
 from modeling_ast.training.collator import AudioCollator
 from modeling_ast.training.datasets import AudioDataset, StreamingAudioDataset, num_samples_for_frames
-from modeling_ast.training.decoding import UnreadableAudioError, decode_example
-from modeling_ast.training.labels import LabelSpace
+from modeling_ast.training.decoding import UnreadableAudioError, decode_example, max_amplitude
+from modeling_ast.training.labels import LabelSpace, task_reason
 from modeling_ast.training.recipes import RecipeArguments
-from modeling_ast.training.sampling import SPECTROGRAM_STAGE, DrawKey, seeded_generator
+from modeling_ast.training.sampling import SPECTROGRAM_STAGE, WAVEFORM_STAGE, DrawKey, seeded_generator
 from modeling_ast.training.sources import (
     HubExamples,
     StreamingHubExamples,
@@ -41,6 +41,7 @@ from modeling_ast.training.sources import (
     load_hub_examples,
     manifest_examples,
 )
+from modeling_ast.training.task import task_from_examples
 
 MAX_FRAMES = 64
 MAX_SAMPLES = num_samples_for_frames(MAX_FRAMES)
@@ -226,6 +227,60 @@ def test_decode_arrays_bytes_and_audio_dicts():
         decode_example({"audio": np.array([0.0, np.nan] * 300), "sampling_rate": 16000, "labels": []})
 
 
+def test_clips_shorter_than_a_frame_or_beyond_the_float32_range_are_unreadable():
+    with pytest.raises(UnreadableAudioError, match="clip-1: 399 samples at 16000 Hz, fewer than one 25 ms frame"):
+        decode_example({"audio": np.full(399, 0.1), "sampling_rate": 16000, "labels": [], "name": "clip-1"})
+    assert decode_example({"audio": np.full(400, 0.1), "sampling_rate": 16000, "labels": []}).shape == (400,)
+    with pytest.raises(UnreadableAudioError, match="clip-2: peak amplitude 1e\\+20 is beyond 7.19e\\+14"):
+        decode_example({"audio": np.full(800, 1e20), "sampling_rate": 16000, "labels": [], "name": "clip-2"})
+    # The bound is safe: the signals with the most energy per bin at the largest amplitude give finite filter banks.
+    limit = float(np.nextafter(np.float32(max_amplitude(16000)), np.float32(0)))  # the largest float32 within
+    generator = torch.Generator().manual_seed(0)
+    worst = [
+        torch.tensor([1.0, -1.0] * 800),  # all energy at Nyquist
+        torch.ones(1600).index_fill_(0, torch.arange(0, 1600, 400), -1.0),  # a step at each frame start
+        torch.randint(0, 2, (1600,), generator=generator).float() * 2 - 1,
+    ]
+    for signal in worst:
+        waveform = signal * limit
+        decode_example({"audio": waveform.numpy(), "sampling_rate": 16000, "labels": []})  # accepted
+        assert torch.isfinite(kaldi_fbank(waveform[None])).all()
+    assert not torch.isfinite(kaldi_fbank(worst[0][None] * 1e20)).all()  # what the check prevents
+
+
+def test_inferred_task_is_explained_and_repeated_files_are_warned_about(class_dir, tmp_path, caplog):
+    rows = ["cat/a.wav,cat", "dog/d.wav,dog", "cat/b.wav,", "cat/a.wav,cat", "dog/e.wav,dog", "dog/e.wav,cat"]
+    train = tmp_path / "train.csv"
+    train.write_text("path,label\n" + "\n".join(f"{class_dir}/{row}" for row in rows) + "\n")
+    with caplog.at_level(logging.WARNING):
+        examples = manifest_examples(train)
+    assert len(examples) == 6  # kept as listed
+    duplicate, conflict = (record.getMessage() for record in caplog.records)
+    assert f"1 file(s) listed more than once with the same labels, so drawn more often: {class_dir}/cat/a.wav " \
+        "(lines 2, 5)" in duplicate
+    assert "1 file(s) listed under different labels" in conflict
+    assert f"{class_dir}/dog/e.wav (lines 6, 7: cat / dog)" in conflict
+
+    task = task_from_examples(examples, examples[:2], "manifests")
+    assert task.label_space.multi_label
+    assert task.task_reason == f"1 training clip(s) have no label or several: {class_dir}/cat/b.wav (no label)"
+    single = task_from_examples(examples[:2], examples[:2], "manifests")
+    assert not single.label_space.multi_label
+    assert single.task_reason == "every training clip has exactly one label"
+    assert task_from_examples(examples, examples[:2], "m", multi_label=False).task_reason == "as asked"
+    assert task_reason([["a", "b"], ["a"], [], ["c"], ["d", "e"], []]) == (
+        "4 training clip(s) have no label or several: row 0 (2 labels: a;b), row 2 (no label), row 4 (2 labels: d;e) "
+        "and 1 more"
+    )
+
+    caplog.clear()
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text("".join(json.dumps({"path": f"{class_dir}/{row}", "label": "x"}) + "\n" for row in rows[:3]))
+    with caplog.at_level(logging.WARNING):
+        manifest_examples(clean)
+    assert not caplog.records
+
+
 def test_label_space():
     space = LabelSpace.infer([["dog"], ["cat"], ["bird"]])
     assert space.labels == ("bird", "cat", "dog") and not space.multi_label
@@ -353,6 +408,19 @@ def _identity(example) -> tuple[str, int]:
     return example["labels"][0], hash(example["audio"] if isinstance(example["audio"], (bytes, str)) else None)
 
 
+class RecordingCollator(AudioCollator):
+    """`AudioCollator` that keeps a copy of every batch it makes."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[dict[str, torch.Tensor]] = []
+
+    def __call__(self, items):
+        batch = super().__call__(items)
+        self.batches.append({key: value.clone() for key, value in batch.items()})
+        return batch
+
+
 def test_streaming_dataset_trains_with_trainer_max_steps(class_dir, tmp_path, extractor, fast_streams):
     pytest.importorskip("accelerate")
     from datasets import ClassLabel, List
@@ -374,12 +442,30 @@ def test_streaming_dataset_trains_with_trainer_max_steps(class_dir, tmp_path, ex
         output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=2, report_to="none",
         remove_unused_columns=False, save_strategy="no", use_cpu=True, logging_steps=1,
     )
-    trainer = Trainer(
-        model=ASTForAudioClassification(config), args=args, train_dataset=train_set,
-        data_collator=AudioCollator(extractor, augment),
-    )
+    model = ASTForAudioClassification(config)
+    initial = {key: value.clone() for key, value in model.state_dict().items()}
+    collator = RecordingCollator(extractor, augment)
+    trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=collator)
     result = trainer.train()
     assert result.global_step == 3 and math.isfinite(result.training_loss)
+    # Three steps over a stream of three clips in batches of two: 2 + 1 clips, then 2 of the next pass (accelerate
+    # fetches one batch ahead); multi-label targets (multi-hot, or mixed by mixup), and the model learnt.
+    assert [len(batch["labels"]) for batch in collator.batches[:3]] == [2, 1, 2]
+    for batch in collator.batches:
+        size = len(batch["labels"])
+        assert batch["input_values"].shape == (size, MAX_FRAMES, 128) and batch["labels"].shape == (size, 2)
+        assert batch["labels"].dtype == torch.float32 and bool(((batch["labels"] >= 0) & (batch["labels"] <= 1)).all())
+        assert bool((batch["labels"].sum(dim=1) > 0).all())  # every clip of this stream has a label
+    changed = [key for key, value in model.state_dict().items() if not torch.equal(value, initial[key])]
+    assert "classifier.fc.weight" in changed and len(changed) > len(initial) // 2
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses)
+    model.eval()
+    batch = collator.batches[0]
+    with torch.no_grad():
+        output = model(**batch)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(output.logits, batch["labels"])
+    torch.testing.assert_close(output.loss, expected)  # the multi-label loss on the soft targets
 
 
 def test_map_datasets_train_with_soft_targets_and_evaluate_with_class_indices(fsdd_subset, tmp_path, extractor):
@@ -405,14 +491,33 @@ def test_map_datasets_train_with_soft_targets_and_evaluate_with_class_indices(fs
         output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=3, per_device_eval_batch_size=3,
         report_to="none", remove_unused_columns=False, save_strategy="no", use_cpu=True,
     )
+    collator = RecordingCollator(extractor, augment)
     trainer = ASTTrainer(  # the Trainer that draws training items by (epoch, position) keys
         model=ASTForAudioClassification(config), args=args, train_dataset=train_set, eval_dataset=eval_set,
-        data_collator=AudioCollator(extractor, augment), recipe=RecipeArguments(paper_optimizer=False),
+        data_collator=collator, recipe=RecipeArguments(paper_optimizer=False),
     )
     assert math.isfinite(trainer.train().training_loss)
+    training_batches, collator.batches = collator.batches, []
     assert math.isfinite(trainer.evaluate()["eval_loss"])
     predictions = trainer.predict(eval_set)
     assert predictions.label_ids.tolist() == [0, 1, 2]
+
+    # Training batches: (B, C) float soft targets, each row a distribution, some of them mixed by mixup.
+    assert len(training_batches) == 2
+    soft = torch.cat([batch["labels"] for batch in training_batches])
+    assert soft.shape == (6, space.num_labels) and soft.dtype == torch.float32
+    torch.testing.assert_close(soft.sum(dim=1), torch.ones(6))
+    assert bool(((soft > 0).sum(dim=1) == 2).any())  # mixed with a clip of another digit
+    # Evaluation batches: (B,) int64 class indices.
+    assert [batch["labels"].dtype for batch in collator.batches] == [torch.int64] * 2
+    assert torch.cat([batch["labels"] for batch in collator.batches]).tolist() == [0, 1, 2] * 2
+    # The model's loss on a training batch is the soft-target cross-entropy.
+    model = trainer.model.eval()
+    batch = training_batches[0]
+    with torch.no_grad():
+        output = model(**batch)
+    expected = -(batch["labels"] * output.logits.log_softmax(dim=-1)).sum(dim=-1).mean()
+    torch.testing.assert_close(output.loss, expected)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -605,6 +710,36 @@ def test_dataset_mixup_makes_soft_targets_and_centred_waveforms(fsdd_subset):
     assert _draw(no_mixup, 0)["labels"].dtype == torch.int64  # class indices without mixup
     evaluation = AudioDataset(examples, space, augment=AugmentConfig(mixup=1.0))
     assert evaluation[0]["labels"].dtype == torch.int64 and "seed" not in evaluation[0]
+
+
+def test_dataset_mixup_weights_target_and_waveform_with_the_same_lambda(fsdd_subset):
+    """Each item's draw replayed from its seed: the mixup decision, the partner and lambda. The item's own label has
+    weight lambda (plus 1 - lambda when the partner shares it) and its waveform is lambda * own + (1 - lambda) *
+    partner, both centred (clips whole here: no crop draws)."""
+    examples = folder_examples(fsdd_subset, label_regex=r"^(\d+)_")["train"]
+    space = LabelSpace.infer(_labels(examples))
+    dataset = AudioDataset(examples, space, train=True, augment=AugmentConfig(mixup=1.0))
+    waveforms = [decode_example(example).double() for example in examples]
+    lambdas, mixed_labels = [], 0
+    for position in range(2 * len(examples)):
+        index = position % len(examples)
+        item = _draw(dataset, index, epoch=1, position=position)
+        generator = seeded_generator(item["seed"], WAVEFORM_STAGE)
+        assert float(torch.rand((), generator=generator)) < 1.0  # mixup probability 1
+        partner = int(torch.randint(0, len(examples), (), generator=generator))
+        lam = sample_mixup_lambda(10.0, generator)
+        lambdas.append(lam)
+        own_label, partner_label = examples[index]["labels"][0], examples[partner]["labels"][0]
+        target = torch.zeros(space.num_labels)
+        target[space.label2id[own_label]] += lam
+        target[space.label2id[partner_label]] += 1 - lam
+        torch.testing.assert_close(item["labels"], target, rtol=0, atol=1e-6)
+        mixed_labels += own_label != partner_label
+        own, other = waveforms[index] - waveforms[index].mean(), waveforms[partner] - waveforms[partner].mean()
+        other = torch.cat([other, other.new_zeros(max(0, len(own) - len(other)))])[: len(own)]
+        expected = lam * own + (1 - lam) * other
+        torch.testing.assert_close(item["audio"].double(), expected - expected.mean(), rtol=0, atol=1e-6)
+    assert mixed_labels >= 4 and max(abs(lam - 0.5) for lam in lambdas) > 0.1  # lambda and 1 - lambda differ
 
 
 def test_streaming_mixup_partner_comes_from_recent_clips(class_dir):

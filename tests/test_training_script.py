@@ -11,6 +11,7 @@ import csv
 import importlib
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from modeling_ast.training.labels import LabelSpace
 from modeling_ast.training.recipes import RecipeArguments, parse_args_with_recipe
 from modeling_ast.training.sampling import DrawKey, EpochDrawSampler
 from modeling_ast.training.sources import manifest_examples
+from modeling_ast.training.trainer import last_complete_checkpoint, resume_target
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 RECIPES = sorted((EXAMPLES_DIR / "recipes").glob("*.json"))
@@ -250,6 +252,76 @@ def test_unreadable_files_stop_the_run_or_are_skipped_and_counted(script, clips,
     assert "skipped unreadable audio: 2 training clip(s), 0 eval clip(s)" in capsys.readouterr().out
 
 
+def test_too_short_and_overflowing_clips_are_bad_files(script, clips, tmp_path):
+    """A 10 ms clip has no 25 ms frame and a float WAV of amplitude 1e20 overflows the filter banks (NaN loss): both
+    stop the run naming the file, and `--on_bad_file skip` skips them and trains on the rest with finite losses."""
+    soundfile.write(tmp_path / "short.wav", np.full(160, 0.1, dtype=np.float32), 16000)
+    loud = np.sin(np.arange(16000, dtype=np.float32) * 0.2) * np.float32(1e20)
+    soundfile.write(tmp_path / "loud.wav", loud.astype(np.float32), 16000, subtype="FLOAT")
+    entries = [(str(clips / row["path"]), row["label"]) for row in rows(clips / "train.csv")]
+    argv = ["--eval_file", str(clips / "eval.csv"), "--num_train_epochs", "1"] + TINY
+    for bad, reason in [("short.wav", "160 samples at 16000 Hz, fewer than one 25 ms frame"), ("loud.wav", "peak")]:
+        train = tmp_path / f"train_{bad}.csv"
+        with train.open("w", newline="") as handle:
+            csv.writer(handle).writerows([("path", "label"), *entries, (str(tmp_path / bad), "tone")])
+        with pytest.raises(ValueError, match=rf"cannot read audio .*{bad}: {reason}"):
+            script.main(argv + ["--train_file", str(train), "--output_dir", str(tmp_path / f"run_{bad}")])
+    train = tmp_path / "train.csv"
+    with train.open("w", newline="") as handle:
+        bad_rows = [(str(tmp_path / "short.wav"), "tone"), (str(tmp_path / "loud.wav"), "tone")]
+        csv.writer(handle).writerows([("path", "label"), *entries, *bad_rows])
+    result = script.main(argv + ["--train_file", str(train), "--output_dir", str(tmp_path / "skip"), "--on_bad_file",
+                                 "skip"])  # fmt: skip
+    assert result["skipped_files"] == {"train": 2, "eval": 0}
+    losses = [entry["loss"] for entry in result["log_history"] if "loss" in entry]
+    assert len(losses) == 5 and all(math.isfinite(loss) for loss in losses)
+    assert math.isfinite(result["metrics"]["eval_loss"])
+
+
+def test_results_files_model_index_card_and_push_to_hub(script, clips, tmp_path, loopback_hub):
+    """transformers' example conventions: the results and state files, a model card with `model-index` metadata and
+    readable settings, `--push_to_hub` to the (loopback) Hub, and `base_model` when fine-tuning a Hub model."""
+    from hub_server import DUMMY_TOKEN
+    from huggingface_hub import ModelCard
+
+    repo = "loopback-user/ast-tiny"
+    output_dir = tmp_path / "pushed"
+    argv = manifests(clips) + TINY + ["--num_train_epochs", "1", "--mixup", "0.5", "--freqm", "8", "--timem", "4"]
+    result = script.main(argv + ["--patchout_time", "1", "--output_dir", str(output_dir), "--push_to_hub", "true",
+                                 "--hub_model_id", repo, "--hub_token", DUMMY_TOKEN])  # fmt: skip
+
+    evaluation = json.loads((output_dir / "eval_results.json").read_text())
+    assert evaluation["eval_accuracy"] == result["metrics"]["eval_accuracy"]
+    training = json.loads((output_dir / "train_results.json").read_text())
+    assert training["epoch"] == 1.0 and math.isfinite(training["train_loss"]) and "train_runtime" in training
+    assert json.loads((output_dir / "all_results.json").read_text()) == {**training, **evaluation}
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and state["log_history"] == result["log_history"]
+
+    card = ModelCard.load(output_dir / "README.md")
+    assert card.data.base_model is None  # trained from scratch
+    (scores,) = [r for r in card.data.eval_results if r.metric_type == "accuracy"]
+    assert scores.metric_value == pytest.approx(result["metrics"]["eval_accuracy"], abs=1e-6)
+    assert scores.task_type == "audio-classification" and scores.dataset_type == "custom"
+    assert str(clips / "train.csv") in scores.dataset_name
+    assert {r.metric_type for r in card.data.eval_results} == {"accuracy", "top5_accuracy"}
+    assert "AugmentConfig(" not in card.text and "{'patchout" not in card.text
+    assert "mixup of 50% of the clips (lambda ~ Beta(10, 10)), SpecAugment masks of up to 8 mel bins and 4 frames" \
+        in card.text
+    assert "patchout: 1 time column(s) dropped per step" in card.text
+    assert DUMMY_TOKEN not in card.content and "--hub_token '***'" in card.text  # the card is public
+
+    pushed = loopback_hub.repo_files(repo)
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "all_results.json"):
+        assert pushed[name] == (output_dir / name).read_bytes(), name
+    assert pushed["README.md"] == (output_dir / "README.md").read_bytes()  # our card, not Trainer's generic one
+    assert not any(name.startswith("checkpoint-") for name in pushed)
+
+    tuned = script.main(argv + ["--model_name_or_path", repo, "--output_dir", str(tmp_path / "tuned")])
+    assert ModelCard.load(tmp_path / "tuned" / "README.md").data.base_model == repo
+    assert math.isfinite(tuned["metrics"]["eval_loss"])
+
+
 # --- reproducible augmentation, sampling, schedule, averaging, resumption -----------------------------------------
 
 
@@ -351,6 +423,80 @@ def test_resumed_run_ends_exactly_like_the_uninterrupted_one(script, clips, tmp_
     rates = {entry["step"]: entry["learning_rate"] for entry in full["log_history"] if "learning_rate" in entry}
     for step, rate in rates.items():
         assert rate == pytest.approx(1e-3 * 0.5 ** ((step - 1) // 4)), step
+
+
+def test_resume_from_an_epoch_end_checkpoint_ends_exactly_like_the_uninterrupted_run(script, clips, tmp_path):
+    """checkpoint-4 is saved at the last step of epoch 1, before that epoch's evaluation; the evaluation must not move
+    the random states the uninterrupted run goes on with (mixup, SpecAugment, noise and dropout draw from them).
+
+    16 clips, batch 4: 4 steps per epoch, 2 epochs, checkpoints every 4 steps, evaluation every epoch."""
+    recipe = ["--mixup", "0.5", "--freqm", "8", "--timem", "8", "--noise", "true", "--warmup_steps", "0"]
+    recipe += ["--num_train_epochs", "2", "--save_strategy", "steps", "--save_steps", "4", "--learning_rate", "1e-3"]
+    common = manifests(clips) + TINY + recipe
+    full = script.main(common + ["--output_dir", str(tmp_path / "full")])
+    checkpoint = tmp_path / "full" / "checkpoint-4"
+    counter = StepCounter()
+    resumed = script.main(
+        common + ["--output_dir", str(tmp_path / "resumed"), "--resume_from_checkpoint", str(checkpoint)],
+        callbacks=[counter],
+    )
+    assert counter.steps == [5, 6, 7, 8]  # it did resume, not start over
+    for key, value in full["model"].state_dict().items():
+        torch.testing.assert_close(resumed["model"].state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+    assert resumed["metrics"]["eval_loss"] == pytest.approx(full["metrics"]["eval_loss"], abs=1e-6)
+
+
+def test_resume_true_skips_checkpoints_left_incomplete_by_a_kill(script, clips, tmp_path):
+    """A kill while a checkpoint is written leaves an empty or config-only checkpoint-N: `--resume_from_checkpoint
+    true` takes the newest complete one, naming what it skipped and why."""
+    common = manifests(clips) + TINY + ["--num_train_epochs", "2", "--save_strategy", "steps", "--save_steps", "2"]
+    output_dir = tmp_path / "run"
+    script.main(common + ["--output_dir", str(output_dir)], callbacks=[StopAtStep(5)])
+    assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    (output_dir / "checkpoint-8").mkdir()  # killed right after the folder was made
+    shutil.copytree(output_dir / "checkpoint-4", output_dir / "checkpoint-6")
+    (output_dir / "checkpoint-6" / "trainer_state.json").unlink()  # killed before the state file was written
+    (output_dir / "checkpoint-7").mkdir()
+    shutil.copy(output_dir / "checkpoint-4" / "config.json", output_dir / "checkpoint-7")  # config only
+    counter = StepCounter()
+    with pytest.warns(UserWarning) as caught:
+        script.main(common + ["--output_dir", str(output_dir), "--resume_from_checkpoint", "true"], callbacks=[counter])
+    assert counter.steps == [5, 6, 7, 8]  # resumed from checkpoint-4
+    skipped = [str(warning.message) for warning in caught if "incomplete checkpoint" in str(warning.message)]
+    assert len(skipped) == 3
+    assert "checkpoint-8: no trainer_state.json" in skipped[0] and "checkpoint-7: no trainer_state.json" in skipped[1]
+    assert "checkpoint-6: no trainer_state.json" in skipped[2]
+
+
+def test_last_complete_checkpoint_checks_the_state_file_and_the_weights(tmp_path):
+    def checkpoint(step: int, state: str | None, weights: bool) -> Path:
+        path = tmp_path / f"checkpoint-{step}"
+        path.mkdir()
+        if state is not None:
+            (path / "trainer_state.json").write_text(state)
+        if weights:
+            (path / "model.safetensors").write_bytes(b"x")
+        return path
+
+    with pytest.raises(ValueError, match=f"no complete checkpoint-N folder in {tmp_path}$"):
+        resume_target("true", tmp_path)
+    complete = checkpoint(3, "{}", weights=True)
+    checkpoint(10, '{"global_st', weights=True)  # cut short
+    checkpoint(20, "{}", weights=False)
+    (tmp_path / "checkpoint-30").write_text("not a folder")
+    found, skipped = last_complete_checkpoint(tmp_path)
+    assert found == complete
+    assert [(path.name, reason.split(" (")[0]) for path, reason in skipped] == [
+        ("checkpoint-20", "no weights file"),
+        ("checkpoint-10", "trainer_state.json is not valid JSON"),
+    ]
+    with pytest.warns(UserWarning, match="checkpoint-10: trainer_state.json is not valid JSON"):
+        assert resume_target("last", tmp_path) == str(complete)
+    assert resume_target("some/folder", tmp_path) == "some/folder" and resume_target(None, tmp_path) is None
+    (complete / "trainer_state.json").unlink()
+    with pytest.raises(ValueError, match="incomplete: checkpoint-20, checkpoint-10, checkpoint-3"):
+        with pytest.warns(UserWarning, match="checkpoint-3: no trainer_state.json"):
+            resume_target("true", tmp_path)
 
 
 # --- starting points ----------------------------------------------------------------------------------------------

@@ -333,11 +333,29 @@ def test_schedule_equals_the_original_training_loop():
 
 
 def test_scheduler_state_reloads_with_weights_only(tmp_path):
+    """A checkpointed schedule reloads with `weights_only=True` into a scheduler built with other settings and goes
+    on exactly as saved: the step, the last rate and the schedule itself (warm-up 1000 steps, x0.5 per epoch from
+    epoch 2 of 10 steps) come from the file."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = build_lr_scheduler(optimizer, 10, **recipe_schedule("audioset_full"))
+    for _ in range(25):
+        optimizer.step()
+        scheduler.step()
     torch.save(scheduler.state_dict(), tmp_path / "scheduler.pt")  # what Trainer checkpoints hold
     state = torch.load(tmp_path / "scheduler.pt", weights_only=True)
-    build_lr_scheduler(optimizer, 10, **recipe_schedule("audioset_full")).load_state_dict(state)
+    fresh_optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    reloaded = build_lr_scheduler(fresh_optimizer, 3, decay_start_epoch=0, decay_factor=0.9)
+    reloaded.load_state_dict(state)
+
+    def expected(step: int) -> float:  # the audioset_full schedule at 10 steps per epoch, written out
+        return min(1.0, step / 1000) * 0.5 ** max(0, step // 10 - 1)
+
+    assert reloaded.last_epoch == 25 and reloaded.lr_lambdas[0] == scheduler.lr_lambdas[0]
+    assert reloaded.get_last_lr() == pytest.approx([expected(25)], rel=1e-12)
+    for step in range(26, 46):
+        fresh_optimizer.step()
+        reloaded.step()
+        assert fresh_optimizer.param_groups[0]["lr"] == pytest.approx(expected(step), rel=1e-12), step
     with pytest.raises(ValueError, match="decay_factor"):
         build_lr_scheduler(optimizer, 10, decay_start_epoch=1, decay_factor=1.5)
     with pytest.raises(ValueError, match="steps_per_epoch"):

@@ -67,6 +67,19 @@ class AugmentConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
 
+    def describe(self) -> str:
+        """The augmentations in words, for reports and model cards: e.g. "mixup of 50% of the clips (lambda ~
+        Beta(10, 10)), SpecAugment masks of up to 48 mel bins and 192 frames", or "none"."""
+        parts = []
+        if self.mixup > 0:
+            beta = f"Beta({self.mixup_alpha:g}, {self.mixup_alpha:g})"
+            parts.append(f"mixup of {self.mixup:.0%} of the clips (lambda ~ {beta})")
+        if self.freqm > 0 or self.timem > 0:
+            parts.append(f"SpecAugment masks of up to {self.freqm} mel bins and {self.timem} frames")
+        if self.noise:
+            parts.append("noise and a random time roll")
+        return ", ".join(parts) or "none"
+
 
 def random_int(low: int, high: int, generator: torch.Generator) -> int:
     """An integer drawn uniformly from {low, ..., high} (both included)."""

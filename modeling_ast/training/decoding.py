@@ -13,11 +13,21 @@ import torch
 from transformers.utils import logging
 
 from ..audio_utils import check_sampling_rate, load_audio, resample, to_float_waveform
+from ..fbank import FrameSpec
 from .labels import list_names
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["SAMPLING_RATE", "BadFileLog", "OnBadFile", "UnreadableAudioError", "check_on_bad_file", "decode_example"]
+__all__ = [
+    "SAMPLING_RATE",
+    "BadFileLog",
+    "OnBadFile",
+    "UnreadableAudioError",
+    "check_on_bad_file",
+    "check_waveform",
+    "decode_example",
+    "max_amplitude",
+]
 
 SAMPLING_RATE = 16000
 
@@ -45,7 +55,8 @@ def decode_example(example: Mapping[str, Any], sampling_rate: int = SAMPLING_RAT
 
     Files and bytes are decoded with soundfile (channel 0 of multichannel audio) and resampled with
     `audio_utils.resample`; arrays are taken at the example's `sampling_rate`. Raises `UnreadableAudioError` naming
-    the clip for a missing, corrupt or empty file, non-finite samples, or an unusable audio value.
+    the clip for a missing, corrupt or empty file, an unusable audio value, a clip shorter than one 25 ms frame (it
+    has no filter banks), non-finite samples, or samples beyond `max_amplitude` (its filter banks would overflow).
     """
     name = _example_name(example)
     audio, rate = example.get("audio"), example.get("sampling_rate")
@@ -65,11 +76,41 @@ def decode_example(example: Mapping[str, Any], sampling_rate: int = SAMPLING_RAT
             raise ValueError(f"unsupported audio value of type {type(audio).__name__}")
     except (ValueError, RuntimeError, OSError, TypeError) as error:
         raise UnreadableAudioError(name, str(error)) from error
+    check_waveform(waveform, name, sampling_rate)
+    return waveform
+
+
+def max_amplitude(sampling_rate: int = SAMPLING_RATE) -> float:
+    """The largest |sample| whose Kaldi filter banks are finite in float32, whatever the signal.
+
+    Why: a frame of `size` samples of |x| <= A is centred (|x| <= 2A), pre-emphasised (|x| <= 1.97 * 2A < 4A) and
+    windowed (<= 1), so each FFT bin is at most 4 A size in magnitude and its power (4 A size)^2; a mel energy sums
+    at most n_fft // 2 + 1 such powers with weights <= 1. Keeping that under float32's largest value gives the bound
+    (7.2e14 at 16 kHz): real audio is within [-1, 1], so only corrupt or wrongly scaled files come near it.
+    """
+    spec = FrameSpec.for_rate(sampling_rate)
+    largest_power = float(torch.finfo(torch.float32).max) / (spec.n_fft // 2 + 1)
+    return largest_power**0.5 / (4 * spec.size)
+
+
+def check_waveform(waveform: torch.Tensor, name: str, sampling_rate: int = SAMPLING_RATE) -> None:
+    """`UnreadableAudioError` naming the clip when a decoded (samples,) waveform at `sampling_rate` Hz cannot give
+    finite filter banks: fewer samples than one 25 ms frame, NaN or infinite samples, or beyond `max_amplitude`."""
+    frame = FrameSpec.for_rate(sampling_rate).size
     if waveform.numel() == 0:
         raise UnreadableAudioError(name, "no samples")
+    if waveform.numel() < frame:
+        raise UnreadableAudioError(
+            name, f"{waveform.numel()} samples at {sampling_rate} Hz, fewer than one 25 ms frame ({frame} samples)"
+        )
     if not bool(torch.isfinite(waveform).all()):
         raise UnreadableAudioError(name, "NaN or infinite samples")
-    return waveform
+    peak, limit = float(waveform.abs().max()), max_amplitude(sampling_rate)
+    if peak > limit:
+        raise UnreadableAudioError(
+            name, f"peak amplitude {peak:.3g} is beyond {limit:.3g}, where its filter banks overflow float32 "
+            "(audio samples are expected within [-1, 1])",
+        )  # fmt: skip
 
 
 def _decode_bytes(data: bytes, sampling_rate: int) -> torch.Tensor:

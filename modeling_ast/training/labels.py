@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["LabelSpace", "list_names"]
+__all__ = ["LabelSpace", "list_names", "task_reason"]
 
 # How many names a message lists before "and N more".
 NAMES_SHOWN = 5
@@ -19,6 +19,25 @@ def list_names(names: Sequence[str], shown: int = NAMES_SHOWN) -> str:
     """The first `shown` of `names`, comma-separated, and how many more there are ("a, b and 3 more")."""
     listed = ", ".join(names[:shown])
     return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def task_reason(
+    label_lists: Sequence[Sequence[str]], clip_names: Sequence[str] | None = None, multi_label: bool | None = None
+) -> str:
+    """Why `LabelSpace.infer(label_lists, multi_label=multi_label)` chose its task, naming the training clips (by
+    `clip_names`, else by row number) that made an inferred task multi-label: those with no label or several."""
+    if multi_label is not None:
+        return "as asked"
+    odd = [index for index, labels in enumerate(label_lists) if len(labels) != 1]
+    if not odd:
+        return "every training clip has exactly one label"
+
+    def described(index: int) -> str:
+        name = clip_names[index] if clip_names is not None else f"row {index}"
+        labels = label_lists[index]
+        return f"{name} ({'no label' if not labels else f'{len(labels)} labels: ' + ';'.join(labels)})"
+
+    return f"{len(odd)} training clip(s) have no label or several: {list_names([described(i) for i in odd], 3)}"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import transformers
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import TrainingArguments
 from transformers.trainer_utils import PredictionOutput
 
@@ -19,7 +20,15 @@ from .recipes import RecipeArguments
 from .sources import Example
 from .task import TaskData
 
-__all__ = ["PLOT_FILES", "headline", "pipeline_top3", "save_plot", "training_summary", "write_model_card"]
+__all__ = [
+    "PLOT_FILES",
+    "card_metadata",
+    "headline",
+    "pipeline_top3",
+    "save_plot",
+    "training_summary",
+    "write_model_card",
+]
 
 PLOT_FILES = {"single": "confusion_matrix.png", "multi": "per_class_ap.png"}
 # Trainer's bookkeeping metrics, left out of the model card's table.
@@ -123,14 +132,76 @@ def training_summary(
         f"{optimizer}, learning rate {training.learning_rate:g}, weight decay {training.weight_decay:g}, "
         f"warm-up {training.warmup_steps:g}{' of the steps' if 0 < training.warmup_steps < 1 else ' steps'}, "
         f"{schedule}.",
-        f"- Augmentation: {recipe.augment()}; balanced sampling: {'yes' if recipe.balanced_sampling else 'no'}; "
-        f"patchout: {patchout or 'none'}.",
+        f"- Augmentation: {recipe.augment().describe()}; balanced sampling: "
+        f"{'yes' if recipe.balanced_sampling else 'no'}; patchout: {_describe_patchout(patchout)}.",
     ]
     if recipe.weight_averaging:
         lines.append(
             f"- Weight averaging of epochs {recipe.weight_averaging_start_epoch}-{recipe.weight_averaging_end_epoch}."
         )
     return lines
+
+
+def _without_secrets(argv: Sequence[str]) -> list[str]:
+    """`argv` with the values of token options (`--hub_token X`, `--hub_token=X`) replaced by "***": the card is
+    pushed to the Hub."""
+    shown, hide_next = [], False
+    for argument in argv:
+        name, equals, _ = argument.partition("=")
+        if hide_next:
+            shown.append("***")
+        elif name.startswith("--") and "token" in name and equals:
+            shown.append(f"{name}=***")
+        else:
+            shown.append(argument)
+        hide_next = not hide_next and argument.startswith("--") and "token" in argument and not equals
+    return shown
+
+
+def _describe_patchout(patchout: dict[str, int | float]) -> str:
+    """Patchout settings in words: "2 time columns, 1 frequency row and 20% of the other patches dropped per step"."""
+    words = {"patchout_time": "{:g} time column(s)", "patchout_frequency": "{:g} frequency row(s)",
+             "patchout_random": "{:.0%} of the other patches"}  # fmt: skip
+    parts = [words[name].format(value) for name, value in patchout.items() if value]
+    if not parts:
+        return "none"
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"{listed} dropped per step"
+
+
+def card_metadata(
+    name: str,
+    task: TaskData,
+    metrics: dict[str, float],
+    base_model: str | None = None,
+    dataset_id: str | None = None,
+    prefix: str = "eval",
+) -> ModelCardData:
+    """The model card's metadata: library, task, tags, `base_model` (a Hub id) and the `model-index` results of
+    `metrics` (keys starting with `prefix`; Trainer's bookkeeping left out) on the evaluation split of the data
+    (`dataset_id`, a Hub dataset id, else "custom", named by the task's source)."""
+    results = [
+        EvalResult(
+            task_type="audio-classification",
+            task_name="Audio Classification",
+            dataset_type=dataset_id or "custom",
+            dataset_name=task.source,
+            dataset_split="evaluation",
+            metric_type=key.removeprefix(f"{prefix}_"),
+            metric_value=round(float(value), 6),
+        )
+        for key, value in metrics.items()
+        if key.startswith(f"{prefix}_") and not key.endswith(_BOOKKEEPING)
+    ]
+    return ModelCardData(
+        model_name=name,
+        library_name="transformers",
+        pipeline_tag="audio-classification",
+        tags=["audio-classification", "audio-spectrogram-transformer", "modeling_ast"],
+        base_model=base_model,
+        datasets=[dataset_id] if dataset_id else None,
+        eval_results=results,
+    )
 
 
 def write_model_card(
@@ -143,17 +214,19 @@ def write_model_card(
     start: str,
     plot: Path | None = None,
     prefix: str = "eval",
+    base_model: str | None = None,
+    dataset_id: str | None = None,
 ) -> Path:
-    """README.md in output_dir: what the model is, the data, the metrics of every evaluated model (`results`, keys
-    starting with `prefix`), the settings (`summary`, from `training_summary`) and the command (`script` run with
-    `argv`) that trained it, starting from `start`."""
+    """README.md in output_dir: metadata (`card_metadata`: the first of `results` in `model-index`, `base_model`,
+    `dataset_id`), what the model is, the data, the metrics of every evaluated model (`results`, keys starting with
+    `prefix`), the settings (`summary`, from `training_summary`) and the command (`script` run with `argv`) that
+    trained it, starting from `start`."""
     space = task.label_space
     kind = "multi-label" if space.multi_label else "single-label"
+    metadata = card_metadata(output_dir.name, task, next(iter(results.values())), base_model, dataset_id, prefix)
     lines = [
         "---",
-        "library_name: transformers",
-        "pipeline_tag: audio-classification",
-        "tags: [audio-classification, audio-spectrogram-transformer, modeling_ast]",
+        metadata.to_yaml(),
         "---",
         "",
         f"# {output_dir.name}",
@@ -172,9 +245,10 @@ def write_model_card(
     ]
     if plot is not None:
         lines += [f"![evaluation plot]({plot.name})", ""]
-    lines += ["## Training", "", *summary, "", "```bash", f"python {script} {shlex.join(argv)}", "```", ""]
+    command = f"python {script} {shlex.join(_without_secrets(argv))}"
+    lines += ["## Training", "", *summary, "", "```bash", command, "```", ""]
     path = output_dir / "README.md"
-    path.write_text("\n".join(lines))
+    ModelCard("\n".join(lines)).save(path)
     return path
 
 

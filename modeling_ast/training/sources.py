@@ -25,8 +25,11 @@ from typing import Any, TypedDict
 
 import numpy as np
 import torch
+from transformers.utils import logging
 
 from .labels import LabelSpace, list_names
+
+logger = logging.get_logger(__name__)
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -144,13 +147,20 @@ def _folder_label(relative: str, pattern: re.Pattern[str] | None) -> str:
     return "" if match is None else _label_from_match(match)
 
 
+ManifestRow = tuple[int, str, list[str]]
+"""(line number, audio path as written, labels) of one manifest row."""
+
+
 def manifest_examples(manifest: str | os.PathLike) -> list[Example]:
     """Labelled clips listed in a CSV (`.csv`) or JSON Lines (`.jsonl`, `.json`) manifest.
 
     CSV: a header with a `path` column and a `label` (or `labels`) column; several labels of one clip are separated
     by `;`. JSON Lines: one object per line with `path` and `label` (or `labels`), a string or a list of strings.
     Relative paths are taken from the manifest's folder. A clip may have no label (an empty field or list: a negative
-    clip of a multi-label task). Files are not opened here; a missing file is an unreadable file when decoded.
+    clip of a multi-label task). Files are not opened here; a missing file is an unreadable file when decoded. A file
+    listed more than once is kept as listed (each row is a clip), with a warning naming the file and its lines: rows
+    with the same labels are duplicates, and one file under different labels is most likely a multi-label clip
+    split over rows.
     """
     path = Path(manifest)
     if not path.is_file():
@@ -161,11 +171,38 @@ def manifest_examples(manifest: str | os.PathLike) -> list[Example]:
     rows = read_rows(path)
     if not rows:
         raise ValueError(f"manifest {path} lists no files")
-    return [_path_example(path.parent / audio_path, labels) for audio_path, labels in rows]
+    _warn_repeated_files(path, rows)
+    return [_path_example(path.parent / audio_path, labels) for _, audio_path, labels in rows]
 
 
-def _csv_rows(path: Path) -> list[tuple[str, list[str]]]:
-    """(path, labels) of each row of a `path,label` CSV manifest."""
+def _warn_repeated_files(manifest: Path, rows: Sequence[ManifestRow]) -> None:
+    """Warn about files listed on several rows: with the same labels (duplicates) or with different ones."""
+    listings: dict[str, list[tuple[int, list[str]]]] = {}
+    for line, audio_path, labels in rows:
+        listings.setdefault(os.path.normpath(manifest.parent / audio_path), []).append((line, sorted(labels)))
+    duplicates, conflicts = [], []
+    for file, entries in listings.items():
+        if len(entries) > 1:
+            lines = ", ".join(str(line) for line, _ in entries)
+            label_sets = {";".join(labels) or "no label" for _, labels in entries}
+            if len(label_sets) == 1:
+                duplicates.append(f"{file} (lines {lines})")
+            else:
+                conflicts.append(f"{file} (lines {lines}: {' / '.join(sorted(label_sets))})")
+    if duplicates:
+        logger.warning(
+            f"manifest {manifest}: {len(duplicates)} file(s) listed more than once with the same labels, so drawn "
+            f"more often: {list_names(duplicates)}"
+        )
+    if conflicts:
+        logger.warning(
+            f"manifest {manifest}: {len(conflicts)} file(s) listed under different labels (each row trains towards "
+            f"its own; a clip with several labels is one row, labels separated by ';'): {list_names(conflicts)}"
+        )
+
+
+def _csv_rows(path: Path) -> list[ManifestRow]:
+    """(line, path, labels) of each row of a `path,label` CSV manifest."""
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         fields = reader.fieldnames or []
@@ -177,12 +214,12 @@ def _csv_rows(path: Path) -> list[tuple[str, list[str]]]:
             if not row["path"]:
                 raise ValueError(f"manifest {path}, line {line}: empty path")
             labels = [label.strip() for label in (row[label_field] or "").split(";") if label.strip()]
-            rows.append((row["path"], labels))
+            rows.append((line, row["path"], labels))
     return rows
 
 
-def _jsonl_rows(path: Path) -> list[tuple[str, list[str]]]:
-    """(path, labels) of each line of a JSON Lines manifest."""
+def _jsonl_rows(path: Path) -> list[ManifestRow]:
+    """(line, path, labels) of each line of a JSON Lines manifest."""
     rows = []
     with path.open() as handle:
         for line_number, line in enumerate(handle, start=1):
@@ -195,7 +232,7 @@ def _jsonl_rows(path: Path) -> list[tuple[str, list[str]]]:
                 raise ValueError(f"{where}: invalid JSON: {error}") from None
             if not isinstance(record, dict) or not isinstance(record.get("path"), str) or not record["path"]:
                 raise ValueError(f"{where}: expected an object with a `path` string")
-            rows.append((record["path"], _json_labels(record, where)))
+            rows.append((line_number, record["path"], _json_labels(record, where)))
     return rows
 
 
@@ -210,7 +247,7 @@ def _json_labels(record: dict[str, Any], where: str) -> list[str]:
     return [label.strip() for label in values if label.strip()]
 
 
-_MANIFEST_READERS: dict[str, Callable[[Path], list[tuple[str, list[str]]]]] = {
+_MANIFEST_READERS: dict[str, Callable[[Path], list[ManifestRow]]] = {
     ".csv": _csv_rows,
     ".jsonl": _jsonl_rows,
     ".json": _jsonl_rows,

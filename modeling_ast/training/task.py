@@ -20,7 +20,7 @@ from ..feature_extraction_ast import ASTFeatureExtractor
 from .augment import AugmentConfig
 from .datasets import AudioDataset, StreamingAudioDataset, num_samples_for_frames
 from .decoding import OnBadFile
-from .labels import LabelSpace, list_names
+from .labels import LabelSpace, list_names, task_reason
 from .sampling import balanced_sample_weights
 from .sources import Example, HubExamples, StreamingHubExamples, load_hub_examples
 
@@ -29,12 +29,14 @@ __all__ = ["TaskData", "check_eval_labels", "check_files_exist", "task_from_data
 
 @dataclass
 class TaskData:
-    """The training and evaluation clips, the label space, and a one-line description of the source."""
+    """The training and evaluation clips, the label space, a one-line description of the source, and why the task
+    is single- or multi-label (`labels.task_reason`)."""
 
     train: Sequence[Example] | StreamingHubExamples
     eval: Sequence[Example] | StreamingHubExamples
     label_space: LabelSpace
     source: str
+    task_reason: str = ""
 
     @property
     def streaming(self) -> bool:
@@ -109,11 +111,13 @@ def task_from_examples(
     for name, examples in (("training", train), ("evaluation", evaluation)):
         if not examples:
             raise ValueError(f"the {name} split is empty; check the eval regex or the manifests")
-    label_space = LabelSpace.infer([example["labels"] for example in train], multi_label=multi_label)
+    label_lists = [example["labels"] for example in train]
+    label_space = LabelSpace.infer(label_lists, multi_label=multi_label)
     check_eval_labels(label_space, [example["labels"] for example in evaluation])
     if check_files:
         check_files_exist(train + evaluation)
-    return TaskData(train, evaluation, label_space, source)
+    reason = task_reason(label_lists, [str(example.get("name", example["audio"])) for example in train], multi_label)
+    return TaskData(train, evaluation, label_space, source, reason)
 
 
 def task_from_datasets(
@@ -147,9 +151,10 @@ def task_from_datasets(
     source = f"dataset {os.fspath(dataset_name)} ({train_split_name} / {eval_split_name})"
     if streaming:
         label_space = train.label_space()
+        reason = "from the label column's type (a ClassLabel, or a list of them)"
         if multi_label is not None:
-            label_space = LabelSpace(label_space.labels, multi_label)
-        return TaskData(train, evaluation, label_space, source + ", streamed")
+            label_space, reason = LabelSpace(label_space.labels, multi_label), "as asked"
+        return TaskData(train, evaluation, label_space, source + ", streamed", reason)
     label_space = train.label_space(multi_label=multi_label)
     check_eval_labels(label_space, evaluation.label_lists())
-    return TaskData(train, evaluation, label_space, source)
+    return TaskData(train, evaluation, label_space, source, task_reason(train.label_lists(), None, multi_label))

@@ -7,10 +7,16 @@ averaging, the last epoch's weights are both evaluated at the end (`evaluate_tra
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+import random
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -27,7 +33,9 @@ __all__ = [
     "check_processes",
     "data_seed",
     "end_processes",
+    "last_complete_checkpoint",
     "launched_on_cpus",
+    "preserved_rng_state",
     "resume_target",
 ]
 
@@ -54,18 +62,87 @@ def check_processes(args: TrainingArguments) -> None:
         )
 
 
-def resume_target(value: str | None) -> str | bool | None:
-    """`--resume_from_checkpoint` for `Trainer.train`: a checkpoint folder, or "true"/"last" for the newest one in
-    output_dir."""
-    if value is None:
-        return None
-    return True if value.lower() in ("true", "last") else value
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+"""The files one of which holds a checkpoint's weights (`Trainer.save_model`)."""
+
+
+def incomplete_reason(checkpoint: Path) -> str | None:
+    """Why `checkpoint` cannot be resumed from, or None when it is complete.
+
+    Trainer writes `trainer_state.json` last (after the weights, optimiser, scheduler and random states), so a
+    checkpoint whose state file is missing or cut short was interrupted while it was written."""
+    state = checkpoint / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json (interrupted while it was written?)"
+    try:
+        json.loads(state.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        return f"trainer_state.json is not valid JSON ({error})"
+    if not any((checkpoint / name).is_file() for name in WEIGHT_FILES):
+        return f"no weights file (one of {', '.join(WEIGHT_FILES)})"
+    return None
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest complete `checkpoint-N` folder in `output_dir` (None when there is none), and the newer incomplete
+    ones skipped to reach it, each with the reason."""
+    numbered = []
+    for path in Path(output_dir).glob("checkpoint-*"):
+        suffix = path.name.removeprefix("checkpoint-")
+        if path.is_dir() and suffix.isdigit():
+            numbered.append((int(suffix), path))
+    skipped = []
+    for _, path in sorted(numbered, reverse=True):
+        reason = incomplete_reason(path)
+        if reason is None:
+            return path, skipped
+        skipped.append((path, reason))
+    return None, skipped
+
+
+def resume_target(value: str | None, output_dir: str | Path) -> str | None:
+    """`--resume_from_checkpoint` for `Trainer.train`: a checkpoint folder as given, or for "true"/"last" the newest
+    complete checkpoint in `output_dir` (newer ones left incomplete by an interruption are skipped with a warning).
+
+    Raises:
+        ValueError: "true"/"last" and `output_dir` holds no complete checkpoint.
+    """
+    if value is None or value.lower() not in ("true", "last"):
+        return value
+    checkpoint, skipped = last_complete_checkpoint(output_dir)
+    for path, reason in skipped:
+        warnings.warn(f"skipping incomplete checkpoint {path}: {reason}", stacklevel=2)
+    if checkpoint is None:
+        found = f" (incomplete: {', '.join(path.name for path, _ in skipped)})" if skipped else ""
+        raise ValueError(f"--resume_from_checkpoint {value}: no complete checkpoint-N folder in {output_dir}{found}")
+    return str(checkpoint)
 
 
 def end_processes() -> None:
     """Close the process group of a multi-process run (a process exiting with it open can abort in gloo)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+@contextmanager
+def preserved_rng_state() -> Iterator[None]:
+    """Runs the body, then puts Python's, NumPy's and torch's (CPU and every initialised CUDA device) global random
+    states back as they were, whatever the body drew from them."""
+    python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
 
 
 class FinalWeightsCallback(TrainerCallback):
@@ -117,6 +194,23 @@ class ASTTrainer(Trainer):
             )
             callbacks += [self.final_weights, averaging]
         super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """`Trainer.evaluate`, leaving the global random states as it found them.
+
+        Why: a checkpoint stores the random states of the step it is saved at, and an epoch's evaluation runs after
+        the last step's checkpoint (Trainer saves in the step's `on_step_end`, evaluates at the epoch's end) and draws
+        from the global generators (creating the evaluation DataLoader's iterator draws its base seed). Without the
+        restore, the uninterrupted run would go on from states the checkpoint never saw, and a run resumed from an
+        epoch-end checkpoint would drift from it."""
+        with preserved_rng_state():
+            return super().evaluate(*args, **kwargs)
+
+    def create_model_card(self, **kwargs: Any) -> None:
+        """Trainer's generic card, unless output_dir already holds one (`report.write_model_card`'s, with the
+        metrics of every evaluated model and `model-index` metadata), which `push_to_hub` must not replace."""
+        if not (Path(self.args.output_dir) / "README.md").is_file():
+            super().create_model_card(**kwargs)
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
         dataset = self.train_dataset if train_dataset is None else train_dataset
