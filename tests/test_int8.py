@@ -5,44 +5,22 @@ import pytest
 import torch
 from transformers import pipeline
 
-from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+from modeling_ast import ASTFeatureExtractor
 from modeling_ast.audio_utils import load_audio
 from modeling_ast.conversion.onnx import export_onnx
 from modeling_ast.onnx_inference import ASTOnnxForAudioClassification
-
-# onnxruntime's float32 kernels against PyTorch's (as in test_onnx.py): measured <= 3.6e-7 on logits of about 1.
-LOGIT_TOLERANCE = 2e-6
+from test_onnx import LOGIT_TOLERANCE, int8_errors_and_checked, small_trained_like_model
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A small masked checkpoint (extractor returns attention masks) with model.onnx and model.int8.onnx beside it."""
-    config = ASTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                       max_length=1024, num_labels=5)
-    torch.manual_seed(0)
-    model = ASTForAudioClassification(config).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
+    model = small_trained_like_model()
     directory = tmp_path_factory.mktemp("int8") / "model"
     model.save_pretrained(directory)
     ASTFeatureExtractor(return_attention_mask=True).save_pretrained(directory)
     export_onnx(model, directory / "model.onnx", quantize_int8=True)
     return model, directory
-
-
-def relative_errors_and_checked(expected: np.ndarray, approx: np.ndarray, names: list[str]) -> tuple[list, int]:
-    """Per clip: max |logit error| / max |logit|; asserts that every clip whose float32 winner leads by more than
-    10 % of the logit scale keeps its winner, and returns the errors and the number of such clips."""
-    errors, checked = [], 0
-    for expected_row, approx_row, name in zip(expected, approx, names):
-        scale = np.abs(expected_row).max()
-        errors.append(np.abs(approx_row - expected_row).max() / scale)
-        runner_up, winner = np.sort(expected_row)[-2:]
-        if winner - runner_up > 0.1 * scale:
-            checked += 1
-            assert approx_row.argmax() == expected_row.argmax(), name
-    return errors, checked
 
 
 def test_int8_predicts_what_float32_predicts_on_real_speech(saved, fsdd_dir):
@@ -59,7 +37,7 @@ def test_int8_predicts_what_float32_predicts_on_real_speech(saved, fsdd_dir):
         with torch.no_grad():
             expected.append(model(**features).logits.numpy()[0])
         approx.append(int8(**features).logits.numpy()[0])
-    errors, checked = relative_errors_and_checked(np.array(expected), np.array(approx), [r.name for r in recordings])
+    errors, checked = int8_errors_and_checked(np.array(expected), np.array(approx), [r.name for r in recordings])
     assert checked >= 100  # the check is not vacuous: most clips have a clear winner
     assert max(errors) < 0.08 and np.mean(errors) < 0.03
 
