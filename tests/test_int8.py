@@ -43,7 +43,8 @@ def test_int8_predicts_what_float32_predicts_on_real_speech(saved, fsdd_dir):
 
 
 def test_pipeline_runs_the_int8_model(saved, fsdd_dir):
-    """The same clips through `pipeline`: the int8 top label is the float32 one wherever float32 has a clear winner."""
+    """The same clips through `pipeline`: the int8 top label is the float32 one wherever float32 has a clear winner,
+    and the top-5 scores stay close (measured: max 0.0065)."""
     model, directory = saved
     float32 = pipeline("audio-classification", model=str(directory))
     int8 = pipeline("audio-classification", model=ASTOnnxForAudioClassification.from_pretrained(directory),
@@ -53,11 +54,11 @@ def test_pipeline_runs_the_int8_model(saved, fsdd_dir):
     for name, expected, approx in zip(recordings, float32(recordings, top_k=5), int8(recordings, top_k=5)):
         expected_scores = {item["label"]: item["score"] for item in expected}
         approx_scores = {item["label"]: item["score"] for item in approx}
-        assert max(abs(expected_scores[label] - approx_scores[label]) for label in expected_scores) < 0.05, name
+        assert max(abs(expected_scores[label] - approx_scores[label]) for label in expected_scores) < 0.02, name
         if expected[0]["score"] - expected[1]["score"] > 0.1:
             clear += 1
             assert approx[0]["label"] == expected[0]["label"], name
-    assert clear >= 50
+    assert clear >= 100
 
 
 def test_masked_batch_gives_the_masked_pytorch_logits(saved, fsdd_dir):
@@ -78,7 +79,7 @@ def test_masked_batch_gives_the_masked_pytorch_logits(saved, fsdd_dir):
 
 
 def test_long_audio_mode_runs_the_int8_model(saved, fsdd_dir):
-    """chunk_length_s windows go through the wrapper too (the tagging path)."""
+    """chunk_length_s windows go through the wrapper too (the tagging path; measured score error max 0.0059)."""
     model, directory = saved
     recording = np.concatenate([load_audio(path) for path in sorted(fsdd_dir.glob("*.wav"))[:12]])
     float32 = pipeline("audio-classification", model=str(directory))
@@ -91,7 +92,7 @@ def test_long_audio_mode_runs_the_int8_model(saved, fsdd_dir):
         assert (approx_window["start"], approx_window["end"]) == (expected_window["start"], expected_window["end"])
         expected_scores = {item["label"]: item["score"] for item in expected_window["labels"]}
         for item in approx_window["labels"]:
-            assert abs(item["score"] - expected_scores[item["label"]]) < 0.05
+            assert abs(item["score"] - expected_scores[item["label"]]) < 0.02
 
 
 def test_missing_onnx_file_is_a_clear_error(tmp_path, saved):
