@@ -1,7 +1,7 @@
-"""ONNX export of a trained FSDD classifier: file sizes and test accuracy of PyTorch, ONNX fp32 and ONNX int8.
+"""ONNX export of a trained FSDD classifier: file sizes and test accuracy of PyTorch, ONNX fp32 and ONNX int8
+(`ASTOnnxForAudioClassification`, the int8 path of the README).
 
-    python examples/run_audio_classification.py --data_dir ../shared/data/fsdd/recordings \
-        --label_regex '^(\\d+)_' --test_regex '_[0-4]\\.wav$' --output_dir outputs/fsdd
+    python examples/run_audio_classification.py examples/recipes/fsdd.json --output_dir outputs/fsdd
     python benchmarks/onnx_fsdd.py outputs/fsdd ../shared/data/fsdd/recordings
 
 The test split is the conventional one (takes 0-4, 300 clips). Features come from the model's own saved feature
@@ -16,14 +16,13 @@ import re
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import onnxruntime
 import torch
 
 from modeling_ast import ASTFeatureExtractor, ASTForAudioClassification
 from modeling_ast.fbank import num_frames
 from modeling_ast.audio_utils import load_audio
 from modeling_ast.conversion.onnx import export_onnx
+from modeling_ast.onnx_inference import ASTOnnxForAudioClassification
 
 TEST_TAKE = re.compile(r"^(\d+)_[a-z]+_[0-4]\.wav$")
 
@@ -49,27 +48,26 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as work:
         path = export_onnx(model, Path(work) / "model.onnx", quantize_int8=True)
-        sessions = {name: onnxruntime.InferenceSession(str(file)) for name, file in
-                    [("onnx fp32", path), ("onnx int8", path.with_suffix(".int8.onnx"))]}
-        sizes = {"onnx fp32": path.stat().st_size, "onnx int8": path.with_suffix(".int8.onnx").stat().st_size}
-        correct = dict.fromkeys(["pytorch", *sessions], 0)
+        files = {"onnx fp32": path, "onnx int8": path.with_suffix(".int8.onnx")}
+        sizes = {name: file.stat().st_size for name, file in files.items()}
+        runtimes = {"pytorch": model, **{name: ASTOnnxForAudioClassification(model.config, file, num_threads=2)
+                                         for name, file in files.items()}}
+        correct = dict.fromkeys(runtimes, 0)
         for clip, label in clips:
             waveform = load_audio(clip)
             frames = max(num_frames(len(waveform)), model.config.patch_size)  # clips under 175 ms: one padded patch
             features = extractor(waveform, sampling_rate=16000, padding="max_length", max_length=frames,
                                  return_attention_mask=False, return_tensors="pt")
             with torch.no_grad():
-                predictions = {"pytorch": int(model(**features).logits.argmax())}
-            for name, session in sessions.items():
-                logits = session.run(None, {"input_values": features["input_values"].numpy()})[0]
-                predictions[name] = int(np.argmax(logits))
-            for name, predicted in predictions.items():
-                correct[name] += predicted == label2id[label]
+                for name, runtime in runtimes.items():
+                    correct[name] += int(runtime(**features).logits.argmax()) == label2id[label]
     print(f"FSDD test clips: {len(clips)}; model {args.model_dir}")
     print("| runtime | file size (MiB) | test accuracy |\n|---|---|---|")
     for name, count in correct.items():
         size = f"{sizes[name] / 2**20:.2f}" if name in sizes else "-"
         print(f"| {name} | {size} | {count / len(clips):.4f} |")
+    points = 100 * (correct["onnx int8"] - correct["pytorch"]) / len(clips)
+    print(f"int8 - fp32 (PyTorch): {points:+.2f} points")
 
 
 if __name__ == "__main__":

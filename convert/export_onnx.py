@@ -4,8 +4,10 @@
 
 The graph maps `input_values` (batch, frames, mel bins) from ASTFeatureExtractor to `logits`; frames may be anything
 from 16 to the model's max_length. `--quantize_int8` also writes `model.int8.onnx` (onnxruntime dynamic int8
-quantisation). An existing output file is only replaced with `--overwrite`. Needs `pip install ".[onnx]"` (onnx,
-onnxscript, onnxruntime). The options are the keyword arguments of `modeling_ast.conversion.onnx.export_onnx`.
+quantisation; run it with `modeling_ast.onnx_inference.ASTOnnxForAudioClassification.from_pretrained(model_dir)`
+when it is written as `model_dir/model.onnx`, also through `pipeline`). An existing output file is only replaced with
+`--overwrite`. Needs `pip install ".[onnx]"` (onnx, onnxscript, onnxruntime). The options are the keyword arguments
+of `modeling_ast.conversion.onnx.export_onnx`.
 """
 
 from __future__ import annotations
