@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..conversion.common import run_cli
 from .records import OUTPUT_FORMATS
 from .run import TagOptions, tag_collection
 
@@ -54,13 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     option_names = TagOptions.__dataclass_fields__
     options = TagOptions(**{name: args.pop(name) for name in list(args) if name in option_names})
-    try:
-        path = tag_collection(args.pop("model"), args.pop("inputs"), args.pop("output"), options, **args)
-    except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {path}")
-    return 0
+    model, inputs, output = args.pop("model"), args.pop("inputs"), args.pop("output")
+    return run_cli(lambda: f"wrote {tag_collection(model, inputs, output, options, **args)}")
 
 
 if __name__ == "__main__":
