@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="checkpoint folder or Hub id of an audio-classification model")
     parser.add_argument("--top_k", type=int, default=5, help="labels shown (default 5)")
-    parser.add_argument("--chunk_length_s", type=float, default=None, help="window of long audio (default: the model's)")
+    parser.add_argument(
+        "--chunk_length_s", type=float, default=None, help="window of long audio (default: the model's input)"
+    )
     parser.add_argument("--device", default=None, help="e.g. cpu or cuda:0 (default: cpu)")
     parser.add_argument("--server_name", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--server_port", type=int, default=7860)

@@ -52,7 +52,9 @@ def collect_inputs(source: str | os.PathLike, path_column: str = "path", audio_c
     elif not path.exists():
         raise FileNotFoundError(f"input {text} does not exist")
     else:
-        raise ValueError(f"input {text}: expected a folder, a .csv / .jsonl manifest, a glob pattern or a saved dataset")
+        raise ValueError(
+            f"input {text}: expected a folder, a .csv / .jsonl manifest, a glob pattern or a saved dataset"
+        )
     if not inputs:
         raise ValueError(f"input {text} names no audio files (suffixes {', '.join(AUDIO_SUFFIXES)})")
     _check_unique([item.key for item in inputs], text)
@@ -83,7 +85,9 @@ def _manifest_inputs(path: Path, path_column: str) -> list[TagInput]:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{path}, line {number}: not a JSON object ({err})") from err
-    missing = [number for number, row in enumerate(rows, start=1) if not isinstance(row, dict) or not row.get(path_column)]
+    missing = [
+        number for number, row in enumerate(rows, start=1) if not isinstance(row, dict) or not row.get(path_column)
+    ]
     if missing:
         raise ValueError(f"{path}: rows {missing[:10]} have no {path_column!r} column (--path_column names it)")
     return [_file_input(row[path_column], path.parent / row[path_column]) for row in rows]

@@ -44,14 +44,16 @@ class TagOptions:
             "aggregation": self.aggregation, "threshold": self.threshold,
             "window_batch_size": self.window_batch_size, "return_timestamps": True,
         }
-        return {"top_k": self.top_k, "num_workers": self.num_workers, **{k: v for k, v in long_mode.items() if v is not None}}
+        given = {name: value for name, value in long_mode.items() if value is not None}
+        return {"top_k": self.top_k, "num_workers": self.num_workers, **given}
 
 
 def classify_isolated(classifier: Any, inputs: Sequence[TagInput], kwargs: dict[str, Any]) -> list[dict[str, Any]]:
     """One record per input: the group through the pipeline at once, and, when that raises, each input alone, so a
     bad file costs only its own record (an error row). Loading errors (a dataset row that does not decode) too."""
     try:
-        return [_record(item.key, result) for item, result in zip(inputs, classifier([item.load() for item in inputs], **kwargs))]
+        results = classifier([item.load() for item in inputs], **kwargs)
+        return [_record(item.key, result) for item, result in zip(inputs, results)]
     except Exception:  # noqa: BLE001 - any failure of one file must not stop the collection; retried one by one
         pass
     records = []
