@@ -41,15 +41,17 @@ from imagenet_layout import (
     timm_vit_shapes,
 )
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, ASTModel
+from entry_points import entry_point_command
 from modeling_ast.conversion.adapt import adapt_pretrained_ast, save_adapted_ast
+from modeling_ast.conversion.cli import adapt_pretrained_main
 from modeling_ast.conversion.common import read_label_names
 from modeling_ast.conversion.imagenet import _num_heads, ast_from_imagenet, save_ast_from_imagenet
 from modeling_ast.conversion.positional import adapt_axis, adapt_grid, middle_crop_start
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "imagenet_adaptation_reference.npz"
-IMAGENET_CLI = REPO_ROOT / "convert" / "imagenet_to_ast.py"
-ADAPT_CLI = REPO_ROOT / "convert" / "adapt_pretrained.py"
+IMAGENET_CLI = "ast-imagenet-to-ast"
+ADAPT_CLI = "ast-adapt-pretrained"
 # Measured against the authors' code: grids 0.0 (the same F.interpolate calls), logits <= 1.4e-6 (float32 noise).
 GRID_TOLERANCE = 1e-7  # two float32 steps at the grids' magnitude (<= 0.5)
 LOGIT_TOLERANCE = 5e-6
@@ -636,18 +638,18 @@ def test_nan_weights_are_named_in_a_warning(small_audioset, caplog) -> None:
 
 
 @pytest.mark.parametrize("cli", [IMAGENET_CLI, ADAPT_CLI])
-def test_cli_help(cli: Path) -> None:
-    result = subprocess.run([sys.executable, str(cli), "--help"], capture_output=True, text=True, check=True)
+def test_cli_help(cli: str) -> None:
+    result = subprocess.run([*entry_point_command(cli), "--help"], capture_output=True, text=True, check=True)
     assert "--max_length" in result.stdout and "--num_labels" in result.stdout and "--time_stride" in result.stdout
 
 
-def _run_cli(cli: Path, *args: str) -> subprocess.CompletedProcess:
+def _run_cli(cli: str, *args: str) -> subprocess.CompletedProcess:
     """Run a CLI on the modeling_ast this process imported (installed or not), single-threaded."""
     package_root = str(Path(modeling_ast.__file__).resolve().parents[1])
     python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": python_path, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, str(cli), *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+        [*entry_point_command(cli), *map(str, args)], capture_output=True, text=True, env=env, timeout=300
     )
 
 
@@ -671,12 +673,7 @@ def test_cli_convert_then_adapt(tmp_path: Path) -> None:
     for key, value in expected.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
 
-    from importlib import util
-
-    spec = util.spec_from_file_location("adapt_pretrained_cli", ADAPT_CLI)
-    adapt_cli = util.module_from_spec(spec)
-    spec.loader.exec_module(adapt_cli)
-    status = adapt_cli.main(
+    status = adapt_pretrained_main(
         [str(tmp_path / "imagenet_ast"), str(tmp_path / "esc"), "--max_length", "512", "--num_labels", "50",
          "--frequency_stride", "16", "--time_stride", "16", "--problem_type", "single_label_classification"]
     )

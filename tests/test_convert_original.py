@@ -4,7 +4,6 @@ stride inference for every released layout, labels, dataset presets, pipeline sc
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -20,13 +19,14 @@ from safetensors.torch import load_file
 import modeling_ast  # noqa: F401  (registers model_type "ast")
 from modeling_ast import ASTFeatureExtractor, ASTForAudioClassification
 from modeling_ast.conversion import common
+from entry_points import entry_point_command
+from modeling_ast.conversion.cli import convert_original_main
 from modeling_ast.conversion.original import convert_original_checkpoint, inspect_original_checkpoint, original_to_ours
 from modeling_ast.conversion.original_report import parse_reported_metric
 from original_layout import analytic_state_dict, checksum, original_shapes, random_state_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "original_ast_reference.npz"
-CLI = REPO_ROOT / "convert" / "convert_original_checkpoint.py"
 EXPECTED_FILES = {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"}
 TINY_HIDDEN = 64  # smallest DeiT-like width whose head count (64 per head) is still inferred
 PARITY_TOLERANCE = 5e-6  # float32 noise against the authors' model is 1.2e-6 (1.7e-6 against float64)
@@ -593,14 +593,8 @@ def test_push_to_hub_uploads_the_written_folder(tmp_path, speech_checkpoint, mon
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(CLI), *args], capture_output=True, text=True, timeout=120, env=env)
-
-
-def load_cli():
-    spec = importlib.util.spec_from_file_location("convert_original_checkpoint_cli", CLI)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli
+    command = entry_point_command("ast-convert-original")
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_cli_help():
@@ -608,7 +602,8 @@ def test_cli_help():
     assert result.returncode == 0, result.stderr
     for option in ("--labels", "--dataset", "--push_to_hub", "--overwrite", "--frequency_stride"):
         assert option in result.stdout
-    assert set(load_cli().DATASETS) == set(common.DATASET_PRESETS)
+    for dataset in common.DATASET_PRESETS:
+        assert dataset in result.stdout
 
 
 def test_cli_converts_and_prints_a_summary(tmp_path, speech_checkpoint):
@@ -624,9 +619,8 @@ def test_cli_converts_and_prints_a_summary(tmp_path, speech_checkpoint):
 
 
 def test_cli_reports_errors_without_a_traceback(tmp_path, speech_checkpoint, capsys):
-    cli = load_cli()
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps(["a", "b"]))
-    assert cli.main([str(speech_checkpoint), str(tmp_path / "out"), "--labels", str(labels)]) == 1
+    assert convert_original_main([str(speech_checkpoint), str(tmp_path / "out"), "--labels", str(labels)]) == 1
     assert "error: " in capsys.readouterr().err
     assert_nothing_written(tmp_path / "out")

@@ -2,9 +2,6 @@
 with identical logits. The reference is always the live built-in model."""
 
 import json
-import runpy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,9 +9,9 @@ import transformers
 from safetensors.torch import save_file
 
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, ASTModel
+from modeling_ast.conversion.cli import convert_transformers_main
 from modeling_ast.conversion.transformers_ast import convert_transformers_checkpoint, export_to_transformers
 
-CLI = Path(__file__).resolve().parents[1] / "convert" / "transformers_ast.py"
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_length=128)
 
 
@@ -161,25 +158,24 @@ def test_export_of_original_eps_model_changes_logits_only_slightly(tmp_path):
     assert_same_logits(stock, ours, atol=1e-4)
 
 
-def run_cli(monkeypatch, *argv: str) -> None:
-    """Run convert/transformers_ast.py as __main__ in this process (a subprocess would re-import torch)."""
-    monkeypatch.setattr(sys, "argv", [str(CLI), *argv])
-    runpy.run_path(str(CLI), run_name="__main__")
+def run_cli(*argv: str) -> None:
+    """Run ast-convert-transformers in this process (a subprocess would re-import torch); raise on failure."""
+    assert convert_transformers_main(list(argv)) == 0
 
 
-def test_cli_round_trip(tmp_path, monkeypatch, capsys):
+def test_cli_round_trip(tmp_path, capsys):
     builtin = random_builtin()
     builtin.save_pretrained(tmp_path / "builtin")
     transformers.ASTFeatureExtractor(max_length=128).save_pretrained(tmp_path / "builtin")
     for direction, source, target in [("import", "builtin", "ours"), ("export", "ours", "back")]:
-        run_cli(monkeypatch, direction, str(tmp_path / source), str(tmp_path / target))
+        run_cli(direction, str(tmp_path / source), str(tmp_path / target))
     assert json.loads((tmp_path / "ours" / "config.json").read_text())["model_type"] == "ast"
     assert "feature_extractor_type" not in json.loads((tmp_path / "ours" / "preprocessor_config.json").read_text())
     back = transformers.AutoModelForAudioClassification.from_pretrained(tmp_path / "back").eval()
     assert_same_logits(back, builtin)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(monkeypatch, "--help")
+        run_cli("--help")
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     assert "import: built-in -> ours" in help_text and "export" in help_text

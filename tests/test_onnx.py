@@ -1,7 +1,5 @@
 """ONNX export: onnxruntime reproduces PyTorch at 1 s, 5 s and 10 s inputs and several batch sizes."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -10,18 +8,11 @@ import torch
 
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 from modeling_ast.audio_utils import load_audio
+from modeling_ast.conversion.cli import export_onnx_main
 from modeling_ast.conversion.onnx import export_onnx
 
-CLI = Path(__file__).resolve().parents[1] / "convert" / "export_onnx.py"
 # onnxruntime's float32 kernels against PyTorch's: measured <= 3.6e-7 on logits of about 1.
 LOGIT_TOLERANCE = 2e-6
-
-
-def load_cli():
-    spec = importlib.util.spec_from_file_location("export_onnx_cli", CLI)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli
 
 
 def small_trained_like_model() -> ASTForAudioClassification:
@@ -122,7 +113,7 @@ def small_saved_model(tmp_path_factory):
 
 def test_cli_exports_a_saved_model(tmp_path, small_saved_model):
     model, directory = small_saved_model
-    assert load_cli().main([str(directory), str(tmp_path / "out" / "m.onnx")]) == 0
+    assert export_onnx_main([str(directory), str(tmp_path / "out" / "m.onnx")]) == 0
     session = onnxruntime.InferenceSession(str(tmp_path / "out" / "m.onnx"))
     inputs = torch.randn(1, 60, 128)
     with torch.no_grad():
@@ -135,14 +126,13 @@ def test_cli_replaces_an_existing_file_only_with_overwrite(tmp_path, small_saved
     _, directory = small_saved_model
     target = tmp_path / "notes.onnx"
     target.write_text("someone else's file")
-    cli = load_cli()
-    assert cli.main([str(directory), str(target)]) == 1
+    assert export_onnx_main([str(directory), str(target)]) == 1
     assert "notes.onnx already exists; pass overwrite=True (--overwrite)" in capsys.readouterr().err
     assert target.read_text() == "someone else's file"
     (tmp_path / "fresh.int8.onnx").write_text("someone else's file")  # the int8 output is protected too
-    assert cli.main([str(directory), str(tmp_path / "fresh.onnx"), "--quantize_int8"]) == 1
+    assert export_onnx_main([str(directory), str(tmp_path / "fresh.onnx"), "--quantize_int8"]) == 1
     assert not (tmp_path / "fresh.onnx").exists()
-    assert cli.main([str(directory), str(target), "--quantize_int8", "--overwrite"]) == 0
+    assert export_onnx_main([str(directory), str(target), "--quantize_int8", "--overwrite"]) == 0
     onnxruntime.InferenceSession(str(target))
     onnxruntime.InferenceSession(str(tmp_path / "notes.int8.onnx"))
     assert sorted(path.name for path in tmp_path.iterdir()) == ["fresh.int8.onnx", "notes.int8.onnx", "notes.onnx"]

@@ -1,1 +1,1 @@
-"""Converters that bring AST checkpoints from elsewhere into this package (the CLIs live in `convert/`)."""
+"""Converters that bring AST checkpoints from elsewhere into this package (their command lines: `cli`)."""

@@ -1,0 +1,77 @@
+"""A demo page for any audio-classification checkpoint: upload or record a clip, see its top labels and, for audio
+longer than the model's input, the timeline of labels over time (the picture `ast-tag --plot` draws).
+
+    pip install "modeling_ast[demo]"
+    python examples/demo_app.py outputs/fsdd                      # a checkpoint folder ...
+    python examples/demo_app.py MIT/ast-finetuned-audioset-10-10-0.4593 --server_port 7861   # ... or a Hub id
+
+Audio up to the model's input length (`max_length` frames of 10 ms) is classified as one clip; longer audio in
+windows of that length (`--chunk_length_s` to choose), whose scores give the clip's labels (maximum over windows) and
+the timeline. The page's function is also an HTTP API (`/classify`, e.g. with gradio_client).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import soundfile
+from transformers import pipeline
+
+import modeling_ast  # noqa: F401  (registers model_type "ast" with the pipeline)
+from modeling_ast.timeline import plot_timeline
+
+FRAME_SHIFT_S = 0.01  # the feature extractor's Kaldi frames: one every 10 ms
+
+
+def build_demo(model: str, top_k: int = 5, chunk_length_s: float | None = None, device: str | None = None) -> gr.Blocks:
+    """The page for checkpoint `model` (a folder or Hub id): audio in; labels, and a timeline for long audio, out."""
+    classifier = pipeline("audio-classification", model=model, device=device)
+    window_s = chunk_length_s or classifier.feature_extractor.max_length * FRAME_SHIFT_S
+    plots = Path(tempfile.mkdtemp(prefix="ast-demo-"))
+
+    def classify(audio_path: str | None) -> tuple[dict[str, float], str | None]:
+        if not audio_path:
+            raise gr.Error("upload or record some audio first")
+        if soundfile.info(audio_path).duration <= window_s:
+            return _label_scores(classifier(audio_path, top_k=top_k)), None
+        result = classifier(audio_path, top_k=top_k, chunk_length_s=window_s, stride_length_s=window_s / 2,
+                            return_timestamps=True)
+        record = {"input": Path(audio_path).name, "windows": result["windows"]}
+        return _label_scores(result["labels"]), str(plot_timeline(record, plots / f"{Path(audio_path).stem}.png"))
+
+    with gr.Blocks(title="Audio Spectrogram Transformer") as demo:
+        gr.Markdown(f"**{model}**: clips up to {window_s:g} s as one; longer audio in {window_s:g} s windows.")
+        audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="audio")
+        button = gr.Button("Classify", variant="primary")
+        labels = gr.Label(num_top_classes=top_k, label="top labels")
+        timeline = gr.Image(type="filepath", label="timeline (long audio)")
+        button.click(classify, inputs=audio, outputs=[labels, timeline], api_name="classify")
+    return demo
+
+
+def _label_scores(labels: list[dict[str, Any]]) -> dict[str, float]:
+    return {item["label"]: float(item["score"]) for item in labels}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="checkpoint folder or Hub id of an audio-classification model")
+    parser.add_argument("--top_k", type=int, default=5, help="labels shown (default 5)")
+    parser.add_argument(
+        "--chunk_length_s", type=float, default=None, help="window of long audio (default: the model's input)"
+    )
+    parser.add_argument("--device", default=None, help="e.g. cpu or cuda:0 (default: cpu)")
+    parser.add_argument("--server_name", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--server_port", type=int, default=7860)
+    args = parser.parse_args(argv)
+    demo = build_demo(args.model, args.top_k, args.chunk_length_s, args.device)
+    demo.launch(server_name=args.server_name, server_port=args.server_port)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,181 @@
+"""Tag a collection: each process takes a disjoint share of the inputs, journals its records, and the first process
+merges everything into one output in input order.
+
+Under `accelerate launch` or `torchrun` (RANK / WORLD_SIZE / LOCAL_RANK in the environment) process r tags inputs
+r, r + W, r + 2W, ... of the full list, so the shares do not depend on what earlier runs finished; inputs already in
+a journal or in the previous output are skipped. Every file is tagged exactly once over any number of restarts: a
+record is journaled once (a killed process's torn line is dropped and the file tagged again), and the merge keeps one
+record per input.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .inputs import TagInput, collect_inputs
+from .records import Journal, check_output_path, journal_dir, read_journals, read_output, write_output
+
+
+@dataclass(frozen=True)
+class TagOptions:
+    """How each recording is tagged: the pipeline's options (top_k, and long-audio mode with chunk_length_s) and how
+    many recordings go through it together (`batch_size`, clip mode only; `num_workers` preprocess in parallel)."""
+
+    top_k: int = 5
+    chunk_length_s: float | None = None
+    stride_length_s: float | None = None
+    aggregation: str | None = None
+    threshold: float | None = None
+    window_batch_size: int | None = None
+    batch_size: int = 8
+    num_workers: int = 0
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        if self.chunk_length_s is None:
+            return {"top_k": self.top_k, "batch_size": self.batch_size, "num_workers": self.num_workers}
+        long_mode = {
+            "chunk_length_s": self.chunk_length_s, "stride_length_s": self.stride_length_s,
+            "aggregation": self.aggregation, "threshold": self.threshold,
+            "window_batch_size": self.window_batch_size, "return_timestamps": True,
+        }
+        given = {name: value for name, value in long_mode.items() if value is not None}
+        return {"top_k": self.top_k, "num_workers": self.num_workers, **given}
+
+
+def classify_isolated(classifier: Any, inputs: Sequence[TagInput], kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """One record per input: the group through the pipeline at once, and, when that raises, each input alone, so a
+    bad file costs only its own record (an error row). Loading errors (a dataset row that does not decode) too."""
+    try:
+        results = classifier([item.load() for item in inputs], **kwargs)
+        return [_record(item.key, result) for item, result in zip(inputs, results)]
+    except Exception:  # noqa: BLE001 - any failure of one file must not stop the collection; retried one by one
+        pass
+    records = []
+    for item in inputs:
+        try:
+            records.append(_record(item.key, classifier([item.load()], **kwargs)[0]))
+        except Exception as err:  # noqa: BLE001 - recorded in the error row, which names the exception
+            records.append({"input": item.key, "labels": [], "error": f"{type(err).__name__}: {err}"})
+    return records
+
+
+def _record(key: str, result: Any) -> dict[str, Any]:
+    if isinstance(result, dict):  # long-audio mode with timestamps
+        return {"input": key, "labels": result["labels"], "windows": result["windows"], "error": None}
+    return {"input": key, "labels": result, "error": None}
+
+
+def process_share() -> tuple[int, int]:
+    """(rank, world size) from the launcher's environment (accelerate launch, torchrun); (0, 1) without one."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _wait_for_everyone(world_size: int) -> None:
+    """A barrier over the launched processes (gloo: CPUs and GPUs alike), with a timeout long enough for any share."""
+    if world_size == 1:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+    dist.barrier()
+
+
+def tag_collection(
+    model: str | os.PathLike | Any,
+    inputs: str | os.PathLike,
+    output: str | os.PathLike,
+    options: TagOptions = TagOptions(),
+    *,
+    device: str | int | None = None,
+    plot: bool = False,
+    path_column: str = "path",
+    audio_column: str = "audio",
+    group_size: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Tag every recording of `inputs` (see `collect_inputs`) with `model` (a checkpoint path, Hub id or a
+    pipeline) and write one record per recording to `output` (.jsonl, .csv or .parquet); resumable, see the module
+    docstring. `plot` writes a timeline PNG per recording of more than one window to `<output>.timelines/`.
+    `group_size` recordings (default 4 x batch_size) are journaled together: what a kill can lose.
+    Returns the output path (written by the first process; every process returns once it exists).
+    """
+    output = check_output_path(output)
+    if plot and options.chunk_length_s is None:
+        raise ValueError("--plot draws the windows of long-audio mode: pass chunk_length_s as well")
+    items = collect_inputs(inputs, path_column=path_column, audio_column=audio_column)
+    rank, world_size = process_share()
+    journals = journal_dir(output)
+    previous = read_output(output)
+    done = {record["input"] for record in previous} | {record["input"] for record in _journal_records(journals)}
+    share = [item for item in items[rank::world_size] if item.key not in done]
+    if share:
+        classifier = _classifier(model, device, rank)
+        _tag_share(classifier, share, journals, rank, options, group_size, progress and rank == 0, plot, output)
+    _wait_for_everyone(world_size)
+    if rank == 0:
+        write_output(output, _merge(items, previous, read_journals(journals)))
+        shutil.rmtree(journals, ignore_errors=True)
+    _wait_for_everyone(world_size)
+    return output
+
+
+def _journal_records(journals: Path) -> list[dict[str, Any]]:
+    return read_journals(journals) if journals.is_dir() else []
+
+
+def _classifier(model: Any, device: str | int | None, rank: int) -> Any:
+    if not isinstance(model, (str, os.PathLike)):
+        return model
+    import torch
+    from transformers import pipeline
+
+    if device is None:
+        device = int(os.environ.get("LOCAL_RANK", 0)) if torch.cuda.is_available() else "cpu"
+    return pipeline("audio-classification", model=os.fspath(model), device=device)
+
+
+def _tag_share(
+    classifier: Any, share: list[TagInput], journals: Path, rank: int, options: TagOptions,
+    group_size: int | None, progress: bool, plot: bool, output: Path,
+) -> None:
+    from tqdm.auto import tqdm
+
+    from ..timeline import plot_timeline
+
+    size = group_size or (4 * options.batch_size if options.chunk_length_s is None else 1)
+    kwargs = options.pipeline_kwargs()
+    journal = Journal(journals, rank)
+    try:
+        with tqdm(total=len(share), unit="file", disable=not progress, smoothing=0.1) as bar:
+            for start in range(0, len(share), size):
+                records = classify_isolated(classifier, share[start:start + size], kwargs)
+                journal.append(records)
+                if plot:
+                    for record in records:
+                        if len(record.get("windows") or []) > 1:
+                            plot_timeline(record, timeline_path(output, record["input"]))
+                bar.update(len(records))
+    finally:
+        journal.close()
+
+
+def timeline_path(output: Path, key: str) -> Path:
+    """`<output>.timelines/<key with / as __>.png`: one flat folder, a file name per input."""
+    return output.with_name(output.name + ".timelines") / (key.replace("/", "__").replace("\\", "__") + ".png")
+
+
+def _merge(items: list[TagInput], *sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per input, in input order (records of inputs no longer listed follow, as before: never lost)."""
+    by_key: dict[str, dict[str, Any]] = {}
+    for records in sources:
+        for record in records:
+            by_key.setdefault(record["input"], record)
+    ordered = [by_key.pop(item.key) for item in items if item.key in by_key]
+    return ordered + list(by_key.values())

@@ -1,0 +1,80 @@
+"""examples/demo_app.py: the Gradio page served on a loopback port, driven through its HTTP API (gradio_client) with
+real recordings; the labels it returns are the pipeline's."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+gradio = pytest.importorskip("gradio")  # the optional "demo" extra
+from gradio_client import Client, handle_file  # noqa: E402  (comes with gradio)
+from transformers import pipeline  # noqa: E402
+
+from tiny_classifier import save_tiny_digit_classifier  # noqa: E402
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
+SCORE_TOLERANCE = 1e-5  # the same pipeline call in the app and here: equal up to JSON's float printing
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return save_tiny_digit_classifier(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def served(model_dir, tmp_path_factory):
+    """(client, pipeline): the app on a free loopback port for the module's tests, closed at teardown."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    sys.path.insert(0, str(EXAMPLES_DIR))
+    try:
+        import demo_app
+    finally:
+        sys.path.remove(str(EXAMPLES_DIR))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo = demo_app.build_demo(str(model_dir), top_k=3, device="cpu")
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False,
+                        download_files=str(tmp_path_factory.mktemp("downloads")))
+        yield client, pipeline("audio-classification", model=str(model_dir), device="cpu")
+    finally:
+        demo.close()
+
+
+def confidences(label_output: dict) -> dict[str, float]:
+    return {item["label"]: item["confidence"] for item in label_output["confidences"]}
+
+
+def test_short_clip_gets_the_pipelines_top_labels(served, fsdd_dir):
+    client, classifier = served
+    path = sorted(fsdd_dir.glob("*.wav"))[3]
+    labels, timeline = client.predict(handle_file(str(path)), api_name="/classify")
+    expected = classifier(str(path), top_k=3)
+    assert labels["label"] == expected[0]["label"]
+    got = confidences(labels)
+    assert list(got) == [item["label"] for item in expected]
+    np.testing.assert_allclose(list(got.values()), [item["score"] for item in expected], atol=SCORE_TOLERANCE, rtol=0)
+    assert timeline is None
+
+
+def test_long_audio_gets_window_labels_and_a_timeline(served, fsdd_dir, tmp_path):
+    client, classifier = served
+    clips = [soundfile.read(path, dtype="float32")[0] for path in sorted(fsdd_dir.glob("*.wav"))[:8]]
+    path = tmp_path / "long.wav"
+    soundfile.write(path, np.concatenate(clips), 8000)
+    labels, timeline = client.predict(handle_file(str(path)), api_name="/classify")
+    expected = classifier(str(path), top_k=3, chunk_length_s=1.28, stride_length_s=0.64)
+    assert list(confidences(labels)) == [item["label"] for item in expected]
+    np.testing.assert_allclose(list(confidences(labels).values()), [item["score"] for item in expected],
+                               atol=SCORE_TOLERANCE, rtol=0)
+    assert Path(timeline).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shutil.rmtree(Path(timeline).parent, ignore_errors=True)
