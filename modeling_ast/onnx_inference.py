@@ -1,6 +1,6 @@
 """A saved classifier run by onnxruntime (int8 on CPU by default), usable wherever the PyTorch model is called.
 
-    python convert/export_onnx.py outputs/demo outputs/demo/model.onnx --quantize_int8
+    ast-export-onnx outputs/demo outputs/demo/model.onnx --quantize_int8
     model = ASTOnnxForAudioClassification.from_pretrained("outputs/demo")          # reads outputs/demo/model.int8.onnx
     tagger = pipeline("audio-classification", model=model, feature_extractor="outputs/demo")
 
@@ -47,7 +47,7 @@ class ASTOnnxForAudioClassification(nn.Module):
         self.onnx_path = Path(onnx_path)
         if not self.onnx_path.is_file():
             raise ValueError(
-                f"no ONNX file at {self.onnx_path}; write one with `python convert/export_onnx.py MODEL_DIR "
+                f"no ONNX file at {self.onnx_path}; write one with `ast-export-onnx MODEL_DIR "
                 "MODEL_DIR/model.onnx --quantize_int8` (model.int8.onnx is written beside model.onnx)"
             )
         options = onnxruntime.SessionOptions()

@@ -158,7 +158,7 @@ def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
     keys = sorted(state_dict)
     hint = ""
     if any(key.startswith(AST_KEY_PREFIXES) for key in keys):
-        hint = " It looks like an audio (AST) checkpoint: use adapt_pretrained_ast / convert/adapt_pretrained.py."
+        hint = " It looks like an audio (AST) checkpoint: use adapt_pretrained_ast / ast-adapt-pretrained."
     raise ValueError(
         "unrecognised ImageNet checkpoint layout: missing keys patch_embed.proj.weight (timm ViT/DeiT) or "
         f"[deit.|vit.]embeddings.patch_embeddings.projection.weight (transformers ViT/DeiT); unexpected keys "

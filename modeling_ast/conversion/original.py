@@ -203,7 +203,7 @@ def _layout_error(
     if is_transformers_ast_state_dict(state_dict):
         hint = (
             " It looks like transformers' built-in AST layout: load it with ASTForAudioClassification.from_pretrained "
-            "or convert it with convert/transformers_ast.py instead."
+            "or convert it with ast-convert-transformers import instead."
         )
     return ValueError(
         "not an original AST checkpoint (YuanGongND/ast layout: [module.]v.*, mlp_head.*): "
