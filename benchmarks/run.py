@@ -16,6 +16,7 @@ Sections (references in brackets):
   mixed      masked batch of 8 clips of 1-10 s [the sum of the 8 clips' solo times; the built-in AST]
   files      `pipeline` over 256 files of 0.5-10 s at 8/16/44.1 kHz, wav + flac, batch_size=8, num_workers=2 [the
              built-in pipeline on the same files, same settings]
+  int8       10 s forward, base model: onnxruntime int8 / onnxruntime fp32 / torch dynamic int8 [our fp32 forward]
 `--tiny` runs the pipeline, mixed and files sections on a one-layer model and a few clips: a check that the code
 works, not a measurement.
 Targets: features >= 15x the built-in and >= 1.5x torchaudio; 1 s inference >= 8x, 10 s >= 0.95x the built-in;
@@ -41,6 +42,8 @@ import transformers
 
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 from modeling_ast.conversion.layouts import from_transformers_ast
+
+from int8 import bench_int8  # benchmarks/int8.py, beside this script
 
 Row = tuple[str, str, float, str, float, str]  # case, reference, reference value, ours, our value, ratio text
 
@@ -300,6 +303,7 @@ SECTIONS = {
     "pipeline": lambda args: bench_pipeline(args.repeats, args.tiny),
     "mixed": lambda args: bench_mixed(args.repeats, args.tiny),
     "files": lambda args: bench_files(args.repeats, args.tiny),
+    "int8": lambda args: bench_int8(args.repeats, [args.threads]),
 }
 
 

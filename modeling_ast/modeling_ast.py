@@ -516,7 +516,7 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         """(B, T, F) masked batch -> (B, num_labels) logits, each group of similar length cut to its longest clip
         (at least one patch of frames) and run alone: the same logits as the padded batch, without its padding cost.
         """
-        _check_inputs(input_values, attention_mask, self.config)
+        _check_inputs(input_values, attention_mask, self.config, self.ast.embeddings.patch_embed.proj.weight.dtype)
         clip_time_patches(attention_mask, self.config)  # refuses masks that are not right padding
         frames = attention_mask.bool().sum(dim=1).tolist()
         logits = input_values.new_empty(input_values.shape[0], self.config.num_labels)
