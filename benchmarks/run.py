@@ -217,9 +217,21 @@ def uncounted_attention_flops(counter, model: ASTForAudioClassification, inputs)
     if any("scaled_dot_product" in op for op in counted):
         return 0
     config = model.config
-    frames = inputs["input_values"].shape[1]
-    tokens = 2 + config.patch_grid[0] * ((frames - config.patch_size) // config.time_stride + 1)
+    tokens = token_count(config, inputs["input_values"].shape[1])
     return 4 * tokens**2 * config.hidden_size * config.num_hidden_layers * inputs["input_values"].shape[0]
+
+
+def token_count(config: ASTConfig, frames: int) -> int:
+    """[CLS], [DIST] and the patches of an input of `frames` frames."""
+    return 2 + config.patch_grid[0] * config.time_patches(max(frames, config.patch_size))
+
+
+def encoder_flops(config: ASTConfig, frames: int) -> int:
+    """FLOPs of the encoder layers on one clip of `frames` frames: projections and MLP (2 N (4 D^2 + 2 D I)) plus
+    attention (4 N^2 D), per layer."""
+    tokens, hidden = token_count(config, frames), config.hidden_size
+    per_layer = 2 * tokens * (4 * hidden**2 + 2 * hidden * config.intermediate_size) + 4 * tokens**2 * hidden
+    return per_layer * config.num_hidden_layers
 
 
 TINY = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 128}
@@ -282,6 +294,8 @@ def write_files(folder: Path, count: int) -> list[str]:
 
 
 def bench_files(repeats: int, tiny: bool) -> list[Row]:
+    import soundfile
+
     with tempfile.TemporaryDirectory() as work:
         ours, builtin = saved_pipelines(Path(work), tiny)
         (Path(work) / "files").mkdir()
@@ -289,9 +303,14 @@ def bench_files(repeats: int, tiny: bool) -> list[Row]:
         settings = {"batch_size": 8, "num_workers": 2}
         builtin_s = median_seconds(lambda: builtin(paths, **settings), repeats, warmup=0)
         ours_s = median_seconds(lambda: ours(paths, **settings), repeats, warmup=0)
+        frames = [min(1 + (round(soundfile.info(path).duration * 16000) - 400) // 160, 1024) for path in paths]
+    # The most that skipping padding can give: the built-in computes 1024 frames per clip, we compute each clip's own.
+    config = ours.model.config
+    ceiling = sum(encoder_flops(config, 1024) for _ in frames) / sum(encoder_flops(config, count) for count in frames)
     return [(f"pipeline over {len(paths)} files (0.5-10 s, 8/16/44.1 kHz, wav + flac), batch_size=8, num_workers=2 "
              "(clips/s)", "transformers pipeline, built-in AST, same weights", len(paths) / builtin_s,
-             "modeling_ast", len(paths) / ours_s, f"{builtin_s / ours_s:.2f}x the clips/s")]
+             "modeling_ast", len(paths) / ours_s,
+             f"{builtin_s / ours_s:.2f}x the clips/s (padding-free FLOP ceiling {ceiling:.2f}x)")]
 
 
 SECTIONS = {

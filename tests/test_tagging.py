@@ -110,6 +110,28 @@ def test_unreadable_file_gives_an_error_row_and_the_run_goes_on(tmp_path, classi
     assert_records_match([record for record in records if record["input"] != "broken.wav"], expected)
 
 
+def test_a_bad_file_does_not_make_its_group_run_again(tmp_path, monkeypatch, classifier, recordings, expected):
+    """Clip mode asks the pipeline for error entries, so each file is decoded once; before, a group holding a bad
+    file was run again one file at a time (every good file of the group decoded twice)."""
+    folder = tmp_path / "in"
+    shutil.copytree(recordings, folder)
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00 not audio at all")
+    decoded = []
+    preprocess = classifier.preprocess
+
+    def counting_preprocess(item, **params):
+        decoded.append(item)
+        return preprocess(item, **params)
+
+    monkeypatch.setattr(classifier, "preprocess", counting_preprocess)
+    records = read_output(tag_collection(classifier, folder, tmp_path / "tags.jsonl", TagOptions(batch_size=4),
+                                         progress=False))
+    assert len(decoded) == NUM_FILES + 1 == len(set(map(str, decoded)))
+    broken = [record for record in records if record["input"] == "broken.wav"]
+    assert broken[0]["error"].startswith("ValueError: ") and "broken.wav" in broken[0]["error"]
+    assert_records_match([record for record in records if record["input"] != "broken.wav"], expected)
+
+
 class CountingClassifier:
     """A pipeline stand-in that records which inputs it was asked for."""
 

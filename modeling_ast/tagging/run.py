@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..pipeline_ast import ASTAudioClassificationPipeline
 from .inputs import TagInput, collect_inputs
 from .records import Journal, check_output_path, journal_dir, read_journals, read_output, write_output
 
@@ -49,8 +50,13 @@ class TagOptions:
 
 
 def classify_isolated(classifier: Any, inputs: Sequence[TagInput], kwargs: dict[str, Any]) -> list[dict[str, Any]]:
-    """One record per input: the group through the pipeline at once, and, when that raises, each input alone, so a
-    bad file costs only its own record (an error row). Loading errors (a dataset row that does not decode) too."""
+    """One record per input; a bad file costs only its own record (an error row).
+
+    In clip mode our pipeline returns an error entry in place of a file that does not decode (`on_error="return"`),
+    so the group runs once. Otherwise (long-audio mode, another pipeline, a dataset row that does not load) a group
+    that raises is run again one input at a time."""
+    if "chunk_length_s" not in kwargs and isinstance(classifier, ASTAudioClassificationPipeline):
+        kwargs = {**kwargs, "on_error": "return"}
     try:
         results = classifier([item.load() for item in inputs], **kwargs)
         return [_record(item.key, result) for item, result in zip(inputs, results)]
@@ -61,14 +67,20 @@ def classify_isolated(classifier: Any, inputs: Sequence[TagInput], kwargs: dict[
         try:
             records.append(_record(item.key, classifier([item.load()], **kwargs)[0]))
         except Exception as err:  # noqa: BLE001 - recorded in the error row, which names the exception
-            records.append({"input": item.key, "labels": [], "error": f"{type(err).__name__}: {err}"})
+            records.append(_error_record(item.key, f"{type(err).__name__}: {err}"))
     return records
 
 
 def _record(key: str, result: Any) -> dict[str, Any]:
+    if isinstance(result, dict) and "error" in result:  # the pipeline's on_error="return" entry (a decoding error)
+        return _error_record(key, f"ValueError: {result['error']}")
     if isinstance(result, dict):  # long-audio mode with timestamps
         return {"input": key, "labels": result["labels"], "windows": result["windows"], "error": None}
     return {"input": key, "labels": result, "error": None}
+
+
+def _error_record(key: str, message: str) -> dict[str, Any]:
+    return {"input": key, "labels": [], "error": message}
 
 
 def process_share() -> tuple[int, int]:
