@@ -107,3 +107,32 @@ def test_frames_outside_the_graph_range_are_refused(saved, frames):
     int8 = ASTOnnxForAudioClassification.from_pretrained(directory)
     with pytest.raises(ValueError, match=f"input_values has {frames} frames; the ONNX graph takes 16 to 1024"):
         int8(torch.zeros(1, frames, 128))
+
+
+def test_ast_tag_runs_the_int8_file(tmp_path, saved, fsdd_dir):
+    """`ast-tag MODEL INPUTS OUT --onnx`: the records are the int8 pipeline's, file by file (batching changes
+    scores by float rounding only)."""
+    from modeling_ast.tagging.cli import main
+    from modeling_ast.tagging.records import read_output
+
+    _, directory = saved
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in sorted(fsdd_dir.glob("*.wav"))[:10]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    assert main([str(directory), str(folder), str(tmp_path / "tags.jsonl"), "--onnx", "--top_k", "3"]) == 0
+    int8 = pipeline("audio-classification", model=ASTOnnxForAudioClassification.from_pretrained(directory),
+                    feature_extractor=ASTFeatureExtractor.from_pretrained(directory))
+    records = read_output(tmp_path / "tags.jsonl")
+    assert [record["input"] for record in records] == sorted(path.name for path in folder.iterdir())
+    for record in records:
+        expected = int8(str(folder / record["input"]), top_k=3)
+        assert [item["label"] for item in record["labels"]] == [item["label"] for item in expected]
+        assert max(abs(got["score"] - want["score"]) for got, want in zip(record["labels"], expected)) < 1e-5
+
+
+def test_ast_tag_onnx_needs_a_checkpoint_directory(tmp_path, fsdd_dir, capsys):
+    from modeling_ast.tagging.cli import main
+
+    assert main([str(tmp_path / "missing"), str(fsdd_dir), str(tmp_path / "tags.jsonl"), "--onnx"]) != 0
+    assert "is not a directory" in capsys.readouterr().err

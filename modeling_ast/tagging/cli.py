@@ -14,6 +14,7 @@ Tag every recording of a collection with an audio-classification checkpoint; one
 
     ast-tag outputs/fsdd recordings/ tags.jsonl
     ast-tag MIT/ast-finetuned-audioset-10-10-0.4593 "field/**/*.flac" tags.parquet --chunk_length_s 10 --plot
+    ast-tag outputs/fsdd recordings/ tags.jsonl --onnx        # int8 on CPU: outputs/fsdd/model.int8.onnx
     accelerate launch --num_processes 4 -m modeling_ast.tagging.cli outputs/fsdd recordings/ tags.csv
 
 INPUTS: a folder (its audio files, recursively), a .csv / .jsonl manifest with a path column, a quoted glob pattern,
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=8, help="recordings per forward pass (default 8)")
     parser.add_argument("--num_workers", type=int, default=0, help="processes decoding audio (default 0: inline)")
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: this process's GPU, else cpu)")
+    parser.add_argument("--onnx", nargs="?", const="", default=None, metavar="FILE",
+                        help="run an exported ONNX file on CPU (onnxruntime) instead of PyTorch; without FILE, "
+                             "MODEL/model.int8.onnx (written by ast-export-onnx --quantize_int8)")
     long_audio = parser.add_argument_group("long audio (windows)")
     long_audio.add_argument("--chunk_length_s", type=float, default=None, help="window length in seconds")
     long_audio.add_argument("--stride_length_s", type=float, default=None, help="overlap of windows in seconds")

@@ -111,11 +111,14 @@ def tag_collection(
     audio_column: str = "audio",
     group_size: int | None = None,
     progress: bool = True,
+    onnx: str | os.PathLike | None = None,
 ) -> Path:
     """Tag every recording of `inputs` (see `collect_inputs`) with `model` (a checkpoint path, Hub id or a
     pipeline) and write one record per recording to `output` (.jsonl, .csv or .parquet); resumable, see the module
     docstring. `plot` writes a timeline PNG per recording of more than one window to `<output>.timelines/`.
     `group_size` recordings (default 4 x batch_size) are journaled together: what a kill can lose.
+    `onnx` runs an exported ONNX file of a local `model` directory on CPU instead of PyTorch ("" for
+    `model/model.int8.onnx`, written by `ast-export-onnx MODEL MODEL/model.onnx --quantize_int8`).
     Returns the output path (written by the first process; every process returns once it exists).
     """
     output = check_output_path(output)
@@ -128,7 +131,7 @@ def tag_collection(
     done = {record["input"] for record in previous} | {record["input"] for record in _journal_records(journals)}
     share = [item for item in items[rank::world_size] if item.key not in done]
     if share:
-        classifier = _classifier(model, device, rank)
+        classifier = _classifier(model, device, rank, onnx)
         _tag_share(classifier, share, journals, rank, options, group_size, progress and rank == 0, plot, output)
     _wait_for_everyone(world_size)
     if rank == 0:
@@ -142,15 +145,33 @@ def _journal_records(journals: Path) -> list[dict[str, Any]]:
     return read_journals(journals) if journals.is_dir() else []
 
 
-def _classifier(model: Any, device: str | int | None, rank: int) -> Any:
+def _classifier(model: Any, device: str | int | None, rank: int, onnx: str | os.PathLike | None) -> Any:
     if not isinstance(model, (str, os.PathLike)):
+        if onnx is not None:
+            raise ValueError("onnx needs the model as a checkpoint directory, not a pipeline object")
         return model
     import torch
     from transformers import pipeline
 
+    if onnx is not None:
+        return _onnx_classifier(Path(model), onnx)
     if device is None:
         device = int(os.environ.get("LOCAL_RANK", 0)) if torch.cuda.is_available() else "cpu"
     return pipeline("audio-classification", model=os.fspath(model), device=device)
+
+
+def _onnx_classifier(model_dir: Path, onnx: str | os.PathLike) -> Any:
+    """The pipeline over `ASTOnnxForAudioClassification` (CPU), with the checkpoint's feature extractor."""
+    from transformers import pipeline
+
+    from ..feature_extraction_ast import ASTFeatureExtractor
+    from ..onnx_inference import ASTOnnxForAudioClassification
+
+    if not model_dir.is_dir():
+        raise ValueError(f"--onnx runs an exported file beside a local checkpoint; {model_dir} is not a directory")
+    onnx_model = ASTOnnxForAudioClassification.from_pretrained(model_dir, onnx_path=os.fspath(onnx) or None)
+    return pipeline("audio-classification", model=onnx_model,
+                    feature_extractor=ASTFeatureExtractor.from_pretrained(model_dir))
 
 
 def _tag_share(
