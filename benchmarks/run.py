@@ -196,7 +196,8 @@ def bench_memory(hours: float = 1.0) -> list[Row]:
 def bench_roofline(repeats: int) -> list[Row]:
     size = 2048
     a, b = torch.randn(size, size), torch.randn(size, 3 * size)
-    matmul_gflops = 2 * size * size * 3 * size / median_seconds(lambda: a @ b, repeats) / 1e9
+    flops = 2 * size * size * 3 * size
+    matmul_gflops = flops / median_seconds(lambda: a @ b, repeats) / 1e9
     _, model = twin_models()
     inputs = ASTFeatureExtractor()(speech_like(1, 10.0), sampling_rate=16000, padding="longest", return_tensors="pt")
     from torch.utils.flop_counter import FlopCounterMode
@@ -206,8 +207,26 @@ def bench_roofline(repeats: int) -> list[Row]:
             model(**inputs)
         seconds = median_seconds(lambda: model(**inputs), repeats)
     achieved = (counter.get_total_flops() + uncounted_attention_flops(counter, model, inputs)) / seconds / 1e9
-    return [("10 s forward, base model (GFLOP/s)", "fp32 matmul 2048x2048x6144", matmul_gflops, "AST forward",
+    rows = [("10 s forward, base model (GFLOP/s)", "fp32 matmul 2048x2048x6144", matmul_gflops, "AST forward",
              achieved, f"{achieved / matmul_gflops:.2f} of the roofline")]
+    onednn_gflops = onednn_matmul_gflops(a, b, repeats)
+    if onednn_gflops is not None:
+        rows.append(("10 s forward, base model (GFLOP/s)", "fp32 matmul 2048x2048x6144, oneDNN", onednn_gflops,
+                     "AST forward", achieved, f"{achieved / onednn_gflops:.2f} of oneDNN's matmul"))
+    return rows
+
+
+def onednn_matmul_gflops(a: torch.Tensor, b: torch.Tensor, repeats: int) -> float | None:
+    """The same product through oneDNN (torch's MKL-DNN linear): torch's default fp32 matmul goes to MKL's sgemm,
+    which on AMD CPUs can run far below the hardware (measured here at about half of oneDNN). None where the
+    private op is gone."""
+    linear = getattr(torch._C._nn, "mkldnn_linear", None)
+    if linear is None or not torch.backends.mkldnn.is_available():
+        return None
+    dense, weight = a.to_mkldnn(), b.t().contiguous().to_mkldnn()
+    with torch.no_grad():
+        seconds = median_seconds(lambda: linear(dense, weight, None), repeats)
+    return 2 * a.shape[0] * a.shape[1] * b.shape[1] / seconds / 1e9
 
 
 def uncounted_attention_flops(counter, model: ASTForAudioClassification, inputs) -> int:
