@@ -4,9 +4,9 @@
     model = ASTOnnxForAudioClassification.from_pretrained("outputs/demo")          # reads outputs/demo/model.int8.onnx
     tagger = pipeline("audio-classification", model=model, feature_extractor="outputs/demo")
 
-Why onnxruntime's dynamic int8 rather than PyTorch's `quantize_dynamic`: on this project's CPU (AMD EPYC, AVX2, no
-VNNI) the 10 s forward of the base model ran 3.5-4.3x faster than our fp32 PyTorch forward with onnxruntime int8 and
-1.9-2.7x with PyTorch's dynamic int8 Linear layers (same run, 1 and 2 threads; `benchmarks/int8.py`).
+Why onnxruntime's dynamic int8 rather than PyTorch's `quantize_dynamic`: on this project's CPU (2-core AMD EPYC,
+AVX-512 VNNI) the 10 s forward of the base model ran 3.4-3.9x faster than our fp32 PyTorch forward with onnxruntime
+int8 and 2.5-2.7x with PyTorch's dynamic int8 Linear layers (same run, 1 and 2 threads; `benchmarks/int8.py`).
 
 The graph takes only `input_values`. Checkpoints trained with attention masks give the model a (B, T) frame mask for
 padded batches; a masked clip's logits are those of the clip alone (see `masking_ast`), so a padded batch is run as

@@ -6,6 +6,10 @@ ordered by their duration (read from file headers, or array lengths; inputs whos
 0) and cut into batches of B, so that a batch pads little; results are put back in input order before they are
 yielded, so at most one block of results waits. An input that fails to decode raises a ValueError naming it, or with
 `on_error="return"` gives `{"error": message, "input": input}` in its place while every other result comes back.
+
+A list is answered with one list at the end; `pipeline(StreamedInputs(paths), ...)` gives the same results one at a
+time as they come (transformers streams a torch `Dataset`), e.g. to save them as a long run goes, with one set of
+workers for the whole run.
 """
 
 from __future__ import annotations
@@ -42,6 +46,19 @@ def duration(item: Any) -> float:
     except Exception:  # noqa: BLE001  (an unreadable input is reported when it is decoded, in order)
         return 0.0
     return 0.0
+
+
+class StreamedInputs(Dataset):
+    """A list of pipeline inputs that `pipeline(...)` answers lazily, in input order (see the module docstring)."""
+
+    def __init__(self, inputs: Sequence[Any]) -> None:
+        self.inputs = list(inputs)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.inputs[index]
 
 
 def length_grouped_batches(durations: Sequence[float], batch_size: int) -> list[list[int]]:
@@ -102,6 +119,8 @@ def classify_many(
     """Results of `classify_batch` for every input, in input order (see the module docstring)."""
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if isinstance(inputs, StreamedInputs):
+        inputs = inputs.inputs
     durations = [duration(item) for item in inputs] if isinstance(inputs, (list, tuple)) else [0.0] * len(inputs)
     loader = DataLoader(
         PreprocessedInputs(inputs, preprocess, preprocess_params),

@@ -220,3 +220,21 @@ def test_an_unreadable_file_is_named_or_returned_as_an_error_entry(masked, many_
         torch.testing.assert_close(as_vector(results[index]), as_vector(masked(inputs[index])), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match=r"on_error must be one of \('raise', 'return'\), got 'skip'"):
         masked(inputs, on_error="skip")
+
+
+def test_streamed_inputs_give_the_list_results_one_at_a_time(masked, many_files):
+    """`pipeline(StreamedInputs(paths))` is lazy (an iterator, not a list) and gives what the list call gives, in
+    input order, grouped by length in the same way."""
+    from modeling_ast.pipeline_batches import StreamedInputs
+
+    expected = masked(many_files, batch_size=4)
+    with FrameRecorder(masked.model) as recorder:
+        streamed = masked(StreamedInputs(many_files), batch_size=4)
+        assert not isinstance(streamed, list) and recorder.shapes == []  # nothing has run yet
+        first = next(streamed)
+        results = [first, *streamed]
+    assert len(results) == len(many_files)
+    for want, got in zip(expected, results):
+        torch.testing.assert_close(as_vector(got), as_vector(want), atol=1e-6, rtol=0)
+    frames = [shape[1] for shape in recorder.shapes]
+    assert frames == sorted(frames) and frames[0] < frames[-1]

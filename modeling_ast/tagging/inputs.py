@@ -23,10 +23,12 @@ GLOB_CHARACTERS = "*?["
 
 @dataclass(frozen=True)
 class TagInput:
-    """One recording: `key` names it in the output; `load()` gives the pipeline input (a path or a waveform dict)."""
+    """One recording: `key` names it in the output; `load()` gives the pipeline input (a path or a waveform dict);
+    `path` is the file of a file input (None for a dataset row)."""
 
     key: str
     load: Callable[[], Any]
+    path: str | None = None
 
 
 def collect_inputs(source: str | os.PathLike, path_column: str = "path", audio_column: str = "audio") -> list[TagInput]:
@@ -63,7 +65,7 @@ def collect_inputs(source: str | os.PathLike, path_column: str = "path", audio_c
 
 def _file_input(key: str, path: Path) -> TagInput:
     location = str(path)
-    return TagInput(key, lambda: location)
+    return TagInput(key, lambda: location, location)
 
 
 def _check_unique(keys: list[str], where: str) -> None:

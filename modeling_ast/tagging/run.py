@@ -11,14 +11,16 @@ record per input.
 from __future__ import annotations
 
 import datetime
+import itertools
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..pipeline_ast import ASTAudioClassificationPipeline
+from ..pipeline_batches import StreamedInputs
 from .inputs import TagInput, collect_inputs
 from .records import Journal, check_output_path, journal_dir, read_journals, read_output, write_output
 
@@ -187,8 +189,7 @@ def _tag_share(
     journal = Journal(journals, rank)
     try:
         with tqdm(total=len(share), unit="file", disable=not progress, smoothing=0.1) as bar:
-            for start in range(0, len(share), size):
-                records = classify_isolated(classifier, share[start:start + size], kwargs)
+            for records in _record_groups(classifier, share, kwargs, size):
                 journal.append(records)
                 if plot:
                     for record in records:
@@ -197,6 +198,26 @@ def _tag_share(
                 bar.update(len(records))
     finally:
         journal.close()
+
+
+def _record_groups(
+    classifier: Any, share: list[TagInput], kwargs: dict[str, Any], size: int
+) -> Iterator[list[dict[str, Any]]]:
+    """The records of `share`, `size` at a time, in share order.
+
+    Files in clip mode through our pipeline stream through one call, so one set of DataLoader workers serves the
+    whole share (starting 2 workers for every group of 32 made a tiny model's run over 3000 files 1.7x slower), with an error entry in place
+    of a file that does not decode. Otherwise group by group (`classify_isolated`)."""
+    if "chunk_length_s" in kwargs or not isinstance(classifier, ASTAudioClassificationPipeline) or any(
+        item.path is None for item in share
+    ):
+        for start in range(0, len(share), size):
+            yield classify_isolated(classifier, share[start:start + size], kwargs)
+        return
+    results = classifier(StreamedInputs([item.path for item in share]), on_error="return", **kwargs)
+    for start in range(0, len(share), size):
+        group = share[start:start + size]
+        yield [_record(item.key, result) for item, result in zip(group, itertools.islice(results, len(group)))]
 
 
 def timeline_path(output: Path, key: str) -> Path:
