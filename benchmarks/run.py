@@ -42,6 +42,7 @@ import transformers
 
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 from modeling_ast.conversion.layouts import from_transformers_ast
+from modeling_ast.fbank import num_frames
 
 from int8 import bench_int8  # benchmarks/int8.py, beside this script
 
@@ -196,8 +197,7 @@ def bench_memory(hours: float = 1.0) -> list[Row]:
 def bench_roofline(repeats: int) -> list[Row]:
     size = 2048
     a, b = torch.randn(size, size), torch.randn(size, 3 * size)
-    flops = 2 * size * size * 3 * size
-    matmul_gflops = flops / median_seconds(lambda: a @ b, repeats) / 1e9
+    matmul_gflops = 2 * size * size * 3 * size / median_seconds(lambda: a @ b, repeats) / 1e9
     _, model = twin_models()
     inputs = ASTFeatureExtractor()(speech_like(1, 10.0), sampling_rate=16000, padding="longest", return_tensors="pt")
     from torch.utils.flop_counter import FlopCounterMode
@@ -322,7 +322,7 @@ def bench_files(repeats: int, tiny: bool) -> list[Row]:
         settings = {"batch_size": 8, "num_workers": 2}
         builtin_s = median_seconds(lambda: builtin(paths, **settings), repeats, warmup=0)
         ours_s = median_seconds(lambda: ours(paths, **settings), repeats, warmup=0)
-        frames = [min(1 + (round(soundfile.info(path).duration * 16000) - 400) // 160, 1024) for path in paths]
+        frames = [min(num_frames(round(soundfile.info(path).duration * 16000)), 1024) for path in paths]
     # The most that skipping padding can give: the built-in computes 1024 frames per clip, we compute each clip's own.
     config = ours.model.config
     ceiling = sum(encoder_flops(config, 1024) for _ in frames) / sum(encoder_flops(config, count) for count in frames)

@@ -23,12 +23,15 @@ GLOB_CHARACTERS = "*?["
 
 @dataclass(frozen=True)
 class TagInput:
-    """One recording: `key` names it in the output; `load()` gives the pipeline input (a path or a waveform dict);
-    `path` is the file of a file input (None for a dataset row)."""
+    """One recording: `key` names it in the output. A file has its `path`; a dataset row has `read`, which decodes it
+    to a waveform dict. `load()` gives the pipeline input: the path, or the waveform dict."""
 
     key: str
-    load: Callable[[], Any]
     path: str | None = None
+    read: Callable[[], dict[str, Any]] | None = None
+
+    def load(self) -> str | dict[str, Any]:
+        return self.path if self.read is None else self.read()
 
 
 def collect_inputs(source: str | os.PathLike, path_column: str = "path", audio_column: str = "audio") -> list[TagInput]:
@@ -64,8 +67,7 @@ def collect_inputs(source: str | os.PathLike, path_column: str = "path", audio_c
 
 
 def _file_input(key: str, path: Path) -> TagInput:
-    location = str(path)
-    return TagInput(key, lambda: location, location)
+    return TagInput(key, path=str(path))
 
 
 def _check_unique(keys: list[str], where: str) -> None:
@@ -111,7 +113,7 @@ def _dataset_inputs(path: Path, audio_column: str) -> list[TagInput]:
     paths = [item.get("path") or "" for item in dataset[audio_column]]
     keyed_by_path = all(paths) and len(set(paths)) == len(paths)
     keys = paths if keyed_by_path else [str(index) for index in range(len(paths))]
-    return [TagInput(key, _row_loader(dataset, audio_column, index)) for index, key in enumerate(keys)]
+    return [TagInput(key, read=_row_loader(dataset, audio_column, index)) for index, key in enumerate(keys)]
 
 
 def _row_loader(dataset: Any, audio_column: str, index: int) -> Callable[[], dict[str, Any]]:

@@ -57,7 +57,7 @@ def classify_isolated(classifier: Any, inputs: Sequence[TagInput], kwargs: dict[
     In clip mode our pipeline returns an error entry in place of a file that does not decode (`on_error="return"`),
     so the group runs once. Otherwise (long-audio mode, another pipeline, a dataset row that does not load) a group
     that raises is run again one input at a time."""
-    if "chunk_length_s" not in kwargs and isinstance(classifier, ASTAudioClassificationPipeline):
+    if _returns_error_entries(classifier, kwargs):
         kwargs = {**kwargs, "on_error": "return"}
     try:
         results = classifier([item.load() for item in inputs], **kwargs)
@@ -71,6 +71,12 @@ def classify_isolated(classifier: Any, inputs: Sequence[TagInput], kwargs: dict[
         except Exception as err:  # noqa: BLE001 - recorded in the error row, which names the exception
             records.append(_error_record(item.key, f"{type(err).__name__}: {err}"))
     return records
+
+
+def _returns_error_entries(classifier: Any, kwargs: dict[str, Any]) -> bool:
+    """Whether `classifier` can put an error entry in place of an input that does not decode (`on_error="return"`):
+    our pipeline in clip mode."""
+    return "chunk_length_s" not in kwargs and isinstance(classifier, ASTAudioClassificationPipeline)
 
 
 def _record(key: str, result: Any) -> dict[str, Any]:
@@ -205,12 +211,10 @@ def _record_groups(
 ) -> Iterator[list[dict[str, Any]]]:
     """The records of `share`, `size` at a time, in share order.
 
-    Files in clip mode through our pipeline stream through one call, so one set of DataLoader workers serves the
-    whole share (starting 2 workers for every group of 32 made a tiny model's run over 3000 files 1.7x slower), with an error entry in place
-    of a file that does not decode. Otherwise group by group (`classify_isolated`)."""
-    if "chunk_length_s" in kwargs or not isinstance(classifier, ASTAudioClassificationPipeline) or any(
-        item.path is None for item in share
-    ):
+    Files through a classifier that returns error entries stream through one call, so one set of DataLoader
+    workers serves the whole share (starting 2 workers for every group of 32 made a tiny model's run over 3000 files
+    1.7x slower). Otherwise group by group (`classify_isolated`)."""
+    if not _returns_error_entries(classifier, kwargs) or any(item.path is None for item in share):
         for start in range(0, len(share), size):
             yield classify_isolated(classifier, share[start:start + size], kwargs)
         return
