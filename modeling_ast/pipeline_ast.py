@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BatchFeature
 from transformers.pipelines.audio_classification import AudioClassificationPipeline, ffmpeg_read
+from transformers.pipelines.base import pad_collate_fn
 
 from .audio_utils import decode_audio_file
 from .fbank import FrameSpec
@@ -112,7 +113,8 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
             return [self.postprocess({"logits": row[None]}, **postprocess_params) for row in logits]
 
         return classify_many(
-            inputs, self.preprocess, preprocess_params, classify_batch, self.feature_extractor.padding_value,
+            inputs, self.preprocess, preprocess_params, classify_batch,
+            pad_collate_fn(self.tokenizer, self.feature_extractor),
             batch_size=batch_size, num_workers=num_workers, on_error=on_error,
         )
 

@@ -61,14 +61,18 @@ class StreamedInputs(Dataset):
         return self.inputs[index]
 
 
-def length_grouped_batches(durations: Sequence[float], batch_size: int) -> list[list[int]]:
-    """Input indices cut into batches of `batch_size`, each look-ahead block sorted by duration first."""
+def length_grouped_batches(inputs: Sequence[Any], batch_size: int) -> Iterator[list[int]]:
+    """Input indices cut into batches of `batch_size`, each look-ahead block sorted by duration first (durations of
+    a list or tuple only; other inputs stay in order). Durations are read one block at a time, as batches are drawn,
+    so the first batch does not wait for every file header."""
     block = batch_size * LOOK_AHEAD_BATCHES
-    batches = []
-    for first in range(0, len(durations), block):
-        indices = sorted(range(first, min(first + block, len(durations))), key=lambda index: durations[index])
-        batches.extend(indices[start : start + batch_size] for start in range(0, len(indices), batch_size))
-    return batches
+    known = isinstance(inputs, (list, tuple))
+    for first in range(0, len(inputs), block):
+        indices = range(first, min(first + block, len(inputs)))
+        if known:
+            durations = {index: duration(inputs[index]) for index in indices}
+            indices = sorted(indices, key=durations.__getitem__)
+        yield from (list(indices[start : start + batch_size]) for start in range(0, len(indices), batch_size))
 
 
 class PreprocessedInputs(Dataset):
@@ -88,43 +92,23 @@ class PreprocessedInputs(Dataset):
             return index, f"could not classify {describe(item)}: {type(err).__name__}: {err}"
 
 
-def pad_raw_features(
-    features: list[dict[str, torch.Tensor]], padding_value: float
-) -> dict[str, torch.Tensor]:
-    """Raw (un-normalised) `input_values` (1, T_i, F) and `attention_mask` (1, T_i) -> a right-padded batch (B, T, F)
-    and (B, T): padding frames hold the raw `padding_value`, as the feature extractor pads before normalising."""
-    frames = max(item["input_values"].shape[1] for item in features)
-    first = features[0]["input_values"]
-    values = first.new_full((len(features), frames, first.shape[2]), padding_value)
-    batch = {"input_values": values}
-    for row, item in enumerate(features):
-        values[row, : item["input_values"].shape[1]] = item["input_values"][0]
-    if "attention_mask" in features[0]:
-        batch["attention_mask"] = torch.zeros(len(features), frames, dtype=torch.int64)
-        for row, item in enumerate(features):
-            batch["attention_mask"][row, : item["attention_mask"].shape[1]] = item["attention_mask"][0]
-    return batch
-
-
 def classify_many(
     inputs: Sequence[Any],
     preprocess: Callable[..., dict],
     preprocess_params: dict[str, Any],
     classify_batch: Callable[[dict[str, torch.Tensor]], list[Any]],
-    padding_value: float,
+    collate: Callable[[list[dict[str, torch.Tensor]]], dict[str, torch.Tensor]],
     batch_size: int,
     num_workers: int,
     on_error: str = "raise",
 ) -> Iterator[Any]:
-    """Results of `classify_batch` for every input, in input order (see the module docstring)."""
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    """Results of `classify_batch` for every input, in input order (see the module docstring). `collate` pads
+    preprocessed items into a batch (the pipeline's `pad_collate_fn`); `on_error` is "raise" or "return"."""
     if isinstance(inputs, StreamedInputs):
         inputs = inputs.inputs
-    durations = [duration(item) for item in inputs] if isinstance(inputs, (list, tuple)) else [0.0] * len(inputs)
     loader = DataLoader(
         PreprocessedInputs(inputs, preprocess, preprocess_params),
-        batch_sampler=length_grouped_batches(durations, batch_size),
+        batch_sampler=length_grouped_batches(inputs, batch_size),
         num_workers=num_workers,
         collate_fn=list,
     )
@@ -137,7 +121,7 @@ def classify_many(
                 raise ValueError(message)
             waiting[index] = {"error": message, "input": inputs[index]}
         if good:
-            results = classify_batch(pad_raw_features([item for _, item in good], padding_value))
+            results = classify_batch(collate([item for _, item in good]))
             waiting.update(zip((index for index, _ in good), results))
         while next_index in waiting:
             yield waiting.pop(next_index)
