@@ -1,9 +1,10 @@
 """Which patch tokens take part: padding masks for mixed-length batches, and patchout.
 
-A padded batch comes with the feature extractor's (B, T) frame mask. `clip_time_patches` turns it into each clip's
-number of real time patches, `time_column_mask` into a (B, t) mask over the grid's time columns, `token_mask` into a
-(B, N) mask over the tokens (shapes as in `modeling_ast`), and `mask_for_attention` into the form the configured
-attention implementation takes. `ASTPatchout` drops patch tokens (and their mask entries) during training.
+A padded batch comes with the feature extractor's (B, T) frame mask. `real_frames` checks it and counts each clip's
+real frames, `clip_time_patches` its real time patches, `time_column_mask` makes a (B, t) mask over the grid's time
+columns, `token_mask` a (B, N) mask over the tokens (shapes as in `modeling_ast`), and `mask_for_attention` the form
+the configured attention implementation takes. `ASTPatchout` drops patch tokens (and their mask entries) during
+training.
 """
 
 from __future__ import annotations
@@ -20,13 +21,10 @@ if TYPE_CHECKING:
     from torch.nn.attention.flex_attention import BlockMask
 
 
-def clip_time_patches(attention_mask: torch.Tensor, config: ASTConfig) -> list[int] | None:
-    """Real time patches of each clip from a (B, T) frame mask of right-padded clips; None when nothing is padded.
+def real_frames(attention_mask: torch.Tensor) -> list[int] | None:
+    """Real frames of each clip from a (B, T) frame mask of right-padded clips; None when nothing is padded.
 
-    A patch is real when all its frames are. A clip shorter than one patch (under about 175 ms) keeps its first
-    patch, completed by the padding frames that follow it, as the fixed-length AST sees such a clip; a clip with no
-    real frame at all is an error.
-    """
+    Raises ValueError for a mask that is not right padding, or a clip with no real frame at all."""
     mask = attention_mask.bool()
     if bool(mask.all()):
         return None
@@ -36,7 +34,18 @@ def clip_time_patches(attention_mask: torch.Tensor, config: ASTConfig) -> list[i
     empty = [index for index, count in enumerate(frames) if count == 0]
     if empty:
         raise ValueError(f"clips {empty} have no real frame in attention_mask")
-    return [max(1, config.time_patches(count)) for count in frames]
+    return frames
+
+
+def clip_time_patches(attention_mask: torch.Tensor, config: ASTConfig) -> list[int] | None:
+    """Real time patches of each clip from a (B, T) frame mask of right-padded clips (see `real_frames`); None when
+    nothing is padded.
+
+    A patch is real when all its frames are. A clip shorter than one patch (under about 175 ms) keeps its first
+    patch, completed by the padding frames that follow it, as the fixed-length AST sees such a clip.
+    """
+    frames = real_frames(attention_mask)
+    return None if frames is None else [max(1, config.time_patches(count)) for count in frames]
 
 
 def length_groups(frames: list[int], max_padding: float = 0.05) -> list[list[int]]:

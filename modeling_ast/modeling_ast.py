@@ -38,6 +38,7 @@ from .masking_ast import (
     clip_time_patches,
     length_groups,
     mask_for_attention,
+    real_frames,
     time_column_mask,
     token_mask,
 )
@@ -517,8 +518,7 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         (at least one patch of frames) and run alone: the same logits as the padded batch, without its padding cost.
         """
         _check_inputs(input_values, attention_mask, self.config, self.ast.embeddings.patch_embed.proj.weight.dtype)
-        clip_time_patches(attention_mask, self.config)  # refuses masks that are not right padding
-        frames = attention_mask.bool().sum(dim=1).tolist()
+        frames = real_frames(attention_mask)  # not None: `_runs_in_length_groups` saw padding
         logits = input_values.new_empty(input_values.shape[0], self.config.num_labels)
         for group in length_groups(frames):
             index = torch.tensor(group, device=input_values.device)

@@ -24,7 +24,7 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .configuration_ast import ASTConfig
-from .masking_ast import clip_time_patches
+from .masking_ast import length_groups, real_frames
 
 INT8_FILE_NAME = "model.int8.onnx"
 
@@ -96,9 +96,8 @@ class ASTOnnxForAudioClassification(nn.Module):
         if lengths is None:
             return SequenceClassifierOutput(logits=torch.from_numpy(self._run(values)))
         logits = np.empty((batch, self.config.num_labels), dtype=np.float32)
-        for length in sorted(set(lengths)):
-            rows = [index for index, row_length in enumerate(lengths) if row_length == length]
-            logits[rows] = self._run(np.ascontiguousarray(values[rows, :length]))
+        for rows in length_groups(lengths, max_padding=0.0):  # equal lengths: the graph has no mask to hide padding
+            logits[rows] = self._run(np.ascontiguousarray(values[rows, : lengths[rows[0]]]))
         return SequenceClassifierOutput(logits=torch.from_numpy(logits))
 
     def _run(self, values: np.ndarray) -> np.ndarray:
@@ -110,8 +109,6 @@ def _real_frames(attention_mask: torch.Tensor, config: ASTConfig) -> list[int] |
     """Frames each clip of a right-padded batch is run with; None when nothing is padded.
 
     A clip shorter than one patch keeps the padding frames that complete its first patch, as the masked PyTorch
-    model does (`clip_time_patches`, which also rejects masks that are not right padding)."""
-    if clip_time_patches(attention_mask, config) is None:
-        return None
-    frames = attention_mask.bool().sum(dim=1).tolist()
-    return [max(count, config.patch_size) for count in frames]
+    model does (`clip_time_patches`; `real_frames` rejects masks that are not right padding)."""
+    frames = real_frames(attention_mask)
+    return None if frames is None else [max(count, config.patch_size) for count in frames]
