@@ -55,6 +55,7 @@ from torch import nn
 from .configuration_ast import ASTConfig
 from .fbank import FrameSpec
 from .feature_extraction_ast import ASTFeatureExtractor
+from .long_audio import window_starts
 from .modeling_ast import ASTModel
 
 __all__ = [
@@ -195,14 +196,6 @@ class ASTHearModel(nn.Module):
         return self.grid.hop_frames * self.frame.shift
 
 
-def _window_starts(total: int, size: int) -> list[int]:
-    """Starts of consecutive windows of `size` over `total` positions, the last moved back to end at the end (one
-    window at 0 when `total <= size`): the rule of `long_audio.plan_windows`, here over frames or timestamps."""
-    if total <= size:
-        return [0]
-    return list(range(0, total - size, size)) + [total - size]
-
-
 def load_model(model_file_path: str | os.PathLike = "", window_batch_size: int = 8) -> ASTHearModel:
     """The HEAR model of a checkpoint: a directory or Hub id of any `ASTModel` or `ASTForAudioClassification`
     checkpoint (ours or transformers' built-in AST format; a classifier gives its encoder), with its
@@ -227,7 +220,7 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: ASTHearModel) -> tuple[
     audio = _checked_audio(audio, model)
     grid = model.grid
     count = model.timestamp_count(audio.shape[1])
-    window_firsts = _window_starts(count, grid.window)
+    window_firsts = window_starts(count, grid.window, grid.window)
     runs = [(first, run) for first in window_firsts for run in range(grid.runs)]
     starts = [grid.hop_frames * (first + run) for first, run in runs]
     features = model.padded(model.raw_features(audio), grid.left_pad, max(starts) + grid.run_frames)
@@ -251,7 +244,7 @@ def get_scene_embeddings(audio: torch.Tensor, model: ASTHearModel) -> torch.Tens
     audio = _checked_audio(audio, model)
     length = model.encoder.config.max_length
     raw = model.raw_features(audio)
-    starts = _window_starts(raw.shape[1], length)
+    starts = window_starts(raw.shape[1], length, length)
     return model.encode(model.padded(raw, 0, length), starts, length, clip=True).mean(dim=1)
 
 

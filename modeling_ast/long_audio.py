@@ -64,9 +64,16 @@ def plan_windows(
         )
     if num_samples <= chunk:
         return WindowPlan([0], [num_samples], sampling_rate)
-    hop = chunk - overlap
-    starts = list(range(0, num_samples - chunk, hop)) + [num_samples - chunk]
+    starts = window_starts(num_samples, chunk, chunk - overlap)
     return WindowPlan(starts, [start + chunk for start in starts], sampling_rate)
+
+
+def window_starts(total: int, size: int, hop: int) -> list[int]:
+    """Starts of windows of `size` every `hop` positions over `total`, the last moved back to end exactly at the end
+    (one window at 0 when `total <= size`): no window holds padding."""
+    if total <= size:
+        return [0]
+    return list(range(0, total - size, hop)) + [total - size]
 
 
 def check_window_lengths(chunk_length_s: object, stride_length_s: object) -> None:
