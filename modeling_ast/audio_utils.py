@@ -254,14 +254,14 @@ def decode_audio_file(path: str | os.PathLike, sampling_rate: int | None = 16000
     name = os.fspath(path)
     if not os.path.isfile(name):
         raise ValueError(f"audio file {name!r} does not exist (or is not a file)")
+    target = None if sampling_rate is None else check_sampling_rate(sampling_rate)  # a bad rate is not a decode error
     try:
-        return load_audio(name, sampling_rate)
+        return load_audio(name, target)
     except ValueError as soundfile_error:
         try:
             data, file_rate = _ffmpeg_decode(name)
         except ValueError as ffmpeg_error:
             raise ValueError(f"{soundfile_error}; ffmpeg could not decode it either: {ffmpeg_error}") from ffmpeg_error
-    target = None if sampling_rate is None else check_sampling_rate(sampling_rate)
     return _mono_at_rate(data, file_rate, target, name)
 
 

@@ -276,13 +276,11 @@ def _is_int(value: object) -> bool:
 
 
 def _read_bytes(inputs: str | bytes) -> bytes:
-    """The bytes of a file path or URL (as transformers' pipeline fetches them) for ffmpeg to decode."""
+    """The bytes of a URL (fetched as transformers' pipeline fetches them), or bytes as given, for ffmpeg to decode
+    (file paths are decoded by `decode_audio_file` before this)."""
     if isinstance(inputs, bytes):
         return inputs
-    if inputs.startswith(("http://", "https://")):
-        return httpx.get(inputs, follow_redirects=True).content
-    with open(inputs, "rb") as handle:
-        return handle.read()
+    return httpx.get(inputs, follow_redirects=True).content
 
 
 def _check_mono(waveform: np.ndarray | torch.Tensor) -> None:

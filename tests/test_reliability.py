@@ -171,6 +171,19 @@ def test_decoding_errors_name_the_file_and_both_decoders_reasons(classifier, bad
         classifier(missing, **kwargs)
 
 
+def test_a_bad_sampling_rate_is_refused_before_any_decoding(bad_files, monkeypatch):
+    """A bad target rate is the caller's error, not the file's: before, it made `decode_audio_file` treat the
+    readable file as undecodable and start ffmpeg on it."""
+    import modeling_ast.audio_utils as audio_utils
+
+    _, source = bad_files
+    ffmpeg_calls = []
+    monkeypatch.setattr(audio_utils, "_ffmpeg_decode", lambda name: ffmpeg_calls.append(name) or (None, None))
+    with pytest.raises(ValueError, match="sampling_rate must be positive"):
+        audio_utils.decode_audio_file(source, sampling_rate=0)
+    assert ffmpeg_calls == []
+
+
 def test_chunk_mode_does_not_take_urls(classifier):
     with pytest.raises(ValueError, match="chunk_length_s reads local files; download 'http://127.0.0.1:9/a.wav'"):
         classifier("http://127.0.0.1:9/a.wav", chunk_length_s=1.0)
