@@ -110,7 +110,8 @@ def _dataset_inputs(path: Path, audio_column: str) -> list[TagInput]:
     if audio_column not in dataset.column_names:
         raise ValueError(f"{path}: no column {audio_column!r} (--audio_column); columns {dataset.column_names}")
     dataset = dataset.cast_column(audio_column, Audio(decode=False))  # decoded here, on demand, with soundfile
-    paths = [item.get("path") or "" for item in dataset[audio_column]]
+    # the path field alone: reading the audio column would read every row's audio bytes too
+    paths = [path or "" for path in dataset.select_columns(audio_column).flatten()[f"{audio_column}.path"]]
     keyed_by_path = all(paths) and len(set(paths)) == len(paths)
     keys = paths if keyed_by_path else [str(index) for index in range(len(paths))]
     return [TagInput(key, read=_row_loader(dataset, audio_column, index)) for index, key in enumerate(keys)]
@@ -123,6 +124,6 @@ def _row_loader(dataset: Any, audio_column: str, index: int) -> Callable[[], dic
         audio = dataset[index][audio_column]
         source = io.BytesIO(audio["bytes"]) if audio.get("bytes") else audio["path"]
         samples, sampling_rate = soundfile.read(source, dtype="float32", always_2d=True)
-        return {"raw": samples.mean(axis=1), "sampling_rate": sampling_rate}
+        return {"raw": samples[:, 0], "sampling_rate": sampling_rate}  # channel 0, as `audio_utils.load_audio`
 
     return load
