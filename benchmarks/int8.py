@@ -24,10 +24,11 @@ import torch
 
 from modeling_ast import ASTConfig, ASTForAudioClassification
 from modeling_ast.conversion.onnx import export_onnx
+from modeling_ast.fbank import num_frames
 from modeling_ast.onnx_inference import ASTOnnxForAudioClassification
 
 Row = tuple[str, str, float, str, float, str]  # as in run.py
-FRAMES_10S = 998  # 1 + (160000 - 400) // 160
+FRAMES_10S = num_frames(10 * 16000)  # 998
 
 
 def interleaved_medians(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:

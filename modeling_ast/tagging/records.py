@@ -53,6 +53,7 @@ def read_journal(path: Path) -> tuple[list[dict[str, Any]], int]:
 
 
 def read_journals(directory: Path) -> list[dict[str, Any]]:
+    """The records of every process's journal in `directory`; none when it does not exist."""
     records: list[dict[str, Any]] = []
     for path in sorted(directory.glob("process-*.jsonl")):
         records.extend(read_journal(path)[0])

@@ -136,7 +136,7 @@ def tag_collection(
     rank, world_size = process_share()
     journals = journal_dir(output)
     previous = read_output(output)
-    done = {record["input"] for record in previous} | {record["input"] for record in _journal_records(journals)}
+    done = {record["input"] for record in previous} | {record["input"] for record in read_journals(journals)}
     share = [item for item in items[rank::world_size] if item.key not in done]
     if share:
         classifier = _classifier(model, device, rank, onnx)
@@ -147,10 +147,6 @@ def tag_collection(
         shutil.rmtree(journals, ignore_errors=True)
     _wait_for_everyone(world_size)
     return output
-
-
-def _journal_records(journals: Path) -> list[dict[str, Any]]:
-    return read_journals(journals) if journals.is_dir() else []
 
 
 def _classifier(model: Any, device: str | int | None, rank: int, onnx: str | os.PathLike | None) -> Any:
