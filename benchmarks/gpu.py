@@ -14,7 +14,6 @@ CPU (that is what the tests do); such figures say nothing about GPUs.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,11 +21,10 @@ import numpy as np
 import torch
 import transformers
 
-from run import median_seconds, speech_like, twin_models
+from run import Row, median_seconds, speech_like, twin_models, write_table
 
 from modeling_ast import ASTFeatureExtractor
 
-Row = tuple[str, str, float, str, float, str]  # case, reference, clips/s, ours, clips/s, ratio text
 TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
 
 
@@ -131,12 +129,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     header = (f"{name}, torch {torch.__version__}, transformers {transformers.__version__}"
               f"{', tiny model' if args.tiny else ', base model'}; clips/s, medians of {args.repeats} runs")
-    lines = [header, "", "| case | reference | clips/s | ours | clips/s | result |", "|---|---|---|---|---|---|"]
-    lines += [f"| {case} | {ref} | {ref_rate:.1f} | {ours} | {rate:.1f} | {ratio} |"
-              for case, ref, ref_rate, ours, rate, ratio in rows]
-    print("\n".join(lines))
-    args.output.write_text("\n".join(lines) + "\n")
-    args.output.with_suffix(".json").write_text(json.dumps({"header": header, "rows": rows}, indent=1))
+    write_table(header, rows, args.output, unit="clips/s", digits=1)
     return rows
 
 

@@ -78,11 +78,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    from run import write_table  # not at the top: run.py imports this module
+
     rows = bench_int8(args.repeats, args.threads)
-    print(f"medians of {args.repeats} interleaved runs (s)\n\n| case | reference | value | ours | value | result |")
-    print("|---|---|---|---|---|---|")
-    for case, reference, reference_s, ours, ours_s, ratio in rows:
-        print(f"| {case} | {reference} | {reference_s:.3f} | {ours} | {ours_s:.3f} | {ratio} |")
+    write_table(f"medians of {args.repeats} interleaved runs (s)", rows, None)
     return rows
 
 

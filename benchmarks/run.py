@@ -363,14 +363,21 @@ def main() -> None:
         rows += SECTIONS[name](args)
     header = (f"{os.uname().machine}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
               f"transformers {transformers.__version__}; times are medians of {args.repeats} runs (s)")
-    lines = [header, "", "| case | reference | value | ours | value | result |", "|---|---|---|---|---|---|"]
-    lines += [f"| {case} | {ref} | {ref_value:.3f} | {ours} | {value:.3f} | {ratio} |"
+    write_table(header, rows, args.output)
+    print(f"written to {args.output}")
+
+
+def write_table(header: str, rows: list[Row], output: Path | None, unit: str = "value", digits: int = 3) -> None:
+    """Print the rows as a markdown table under `header`; with `output`, also write it there and the rows beside it
+    as JSON (the suite, `gpu.py` and `int8.py` share this)."""
+    lines = [header, "", f"| case | reference | {unit} | ours | {unit} | result |", "|---|---|---|---|---|---|"]
+    lines += [f"| {case} | {ref} | {ref_value:.{digits}f} | {ours} | {value:.{digits}f} | {ratio} |"
               for case, ref, ref_value, ours, value, ratio in rows]
     table = "\n".join(lines)
     print(table)
-    args.output.write_text(table + "\n")
-    args.output.with_suffix(".json").write_text(json.dumps({"header": header, "rows": rows}, indent=1))
-    print(f"written to {args.output}")
+    if output is not None:
+        output.write_text(table + "\n")
+        output.with_suffix(".json").write_text(json.dumps({"header": header, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
