@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: the real recordings the repository ships and a loopback Hub."""
+"""Shared pytest fixtures: the real recordings the repository ships, a loopback Hub, and an exported small model."""
 
 from pathlib import Path
 
@@ -25,3 +25,19 @@ def loopback_hub(tmp_path_factory):
     with LoopbackHub(tmp_path_factory.mktemp("hub-storage")) as hub, pytest.MonkeyPatch.context() as monkeypatch:
         point_client_at(hub, tmp_path_factory.mktemp("hf-home"), monkeypatch)
         yield hub
+
+
+@pytest.fixture(scope="session")
+def exported_classifier(tmp_path_factory):
+    """(model, directory): `tiny_classifier.small_trained_like_model()` saved with a feature extractor that returns
+    attention masks, and model.onnx and model.int8.onnx exported beside it (one export for test_onnx and test_int8)."""
+    from modeling_ast import ASTFeatureExtractor
+    from modeling_ast.conversion.onnx import export_onnx
+    from tiny_classifier import small_trained_like_model
+
+    model = small_trained_like_model()
+    directory = tmp_path_factory.mktemp("exported") / "model"
+    model.save_pretrained(directory)
+    ASTFeatureExtractor(return_attention_mask=True).save_pretrained(directory)
+    export_onnx(model, directory / "model.onnx", quantize_int8=True)
+    return model, directory

@@ -7,20 +7,14 @@ from transformers import pipeline
 
 from modeling_ast import ASTFeatureExtractor
 from modeling_ast.audio_utils import load_audio
-from modeling_ast.conversion.onnx import export_onnx
 from modeling_ast.onnx_inference import ASTOnnxForAudioClassification
-from test_onnx import LOGIT_TOLERANCE, int8_errors_and_checked, small_trained_like_model
+from test_onnx import LOGIT_TOLERANCE, int8_errors_and_checked
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
+def saved(exported_classifier):
     """A small masked checkpoint (extractor returns attention masks) with model.onnx and model.int8.onnx beside it."""
-    model = small_trained_like_model()
-    directory = tmp_path_factory.mktemp("int8") / "model"
-    model.save_pretrained(directory)
-    ASTFeatureExtractor(return_attention_mask=True).save_pretrained(directory)
-    export_onnx(model, directory / "model.onnx", quantize_int8=True)
-    return model, directory
+    return exported_classifier
 
 
 def test_int8_predicts_what_float32_predicts_on_real_speech(saved, fsdd_dir):

@@ -15,19 +15,6 @@ from modeling_ast.conversion.onnx import export_onnx
 LOGIT_TOLERANCE = 2e-6
 
 
-def small_trained_like_model() -> ASTForAudioClassification:
-    """Two 64-wide blocks, 1024 frames, 5 labels; weights perturbed off their initialisation so that the logits
-    differ from clip to clip, as a trained model's do."""
-    config = ASTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                       max_length=1024, num_labels=5)
-    torch.manual_seed(0)
-    model = ASTForAudioClassification(config).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    return model
-
-
 def int8_errors_and_checked(expected: np.ndarray, approx: np.ndarray, names: list[str]) -> tuple[list[float], int]:
     """Per clip (rows of logits): max |error| / max |float32 logit|. Asserts that every clip whose float32 winner
     leads by more than 10 % of the logit scale keeps its winner; returns the errors and the number of such clips."""
@@ -43,10 +30,9 @@ def int8_errors_and_checked(expected: np.ndarray, approx: np.ndarray, names: lis
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    model = small_trained_like_model()
-    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx", quantize_int8=True)
-    return model, path
+def exported(exported_classifier):
+    model, directory = exported_classifier
+    return model, directory / "model.onnx"
 
 
 @pytest.mark.parametrize("seconds, batch", [(1, 1), (5, 3), (10, 2)])

@@ -1,4 +1,5 @@
-"""A small saved classifier for the tests of the commands around the model (ast-tag, the demo page)."""
+"""Small classifiers shared by tests: a saved digit classifier for the commands around the model (ast-tag, the demo
+page), and a trained-like model for the ONNX and int8 tests."""
 
 from __future__ import annotations
 
@@ -23,3 +24,16 @@ def save_tiny_digit_classifier(directory: Path) -> Path:
     model.save_pretrained(directory)
     ASTFeatureExtractor(max_length=128).save_pretrained(directory)
     return directory
+
+
+def small_trained_like_model() -> ASTForAudioClassification:
+    """Two 64-wide blocks, 1024 frames, 5 labels; weights perturbed off their initialisation so that the logits
+    differ from clip to clip, as a trained model's do."""
+    config = ASTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                       max_length=1024, num_labels=5)
+    torch.manual_seed(0)
+    model = ASTForAudioClassification(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return model
