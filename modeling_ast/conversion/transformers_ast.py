@@ -68,7 +68,6 @@ def convert_transformers_checkpoint(
     name_or_path: str | os.PathLike,
     output_dir: str | os.PathLike,
     overwrite: bool = False,
-    with_feature_extractor: bool = True,
     **hub_kwargs: Any,
 ) -> Path:
     """Write a built-in AST checkpoint (directory or Hub id) in our format: config.json + model.safetensors, and
@@ -86,8 +85,7 @@ def convert_transformers_checkpoint(
         config.save_pretrained(staging)
         save_file({key: value.contiguous() for key, value in state_dict.items()}, staging / "model.safetensors",
                   metadata={"format": "pt"})
-        if with_feature_extractor:
-            _copy_feature_extractor(name_or_path, staging, **hub_kwargs)
+        _copy_feature_extractor(name_or_path, staging, **hub_kwargs)
     return Path(output_dir)
 
 
