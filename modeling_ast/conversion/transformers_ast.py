@@ -79,7 +79,8 @@ def convert_transformers_checkpoint(
     if not is_transformers_ast(config_dict):
         found = None if config_dict is None else config_dict.get("model_type")
         raise ValueError(f"{name_or_path} is not a transformers AST checkpoint (model_type {found!r})")
-    config = ASTConfig.from_pretrained(name_or_path, **hub_kwargs)
+    # The translation `ASTConfig.from_pretrained` applies to a built-in config.json, on the dict already read.
+    config = ASTConfig.from_dict(ASTConfig.from_transformers_dict(config_dict))
     state_dict = transformers_state_dict(name_or_path, **hub_kwargs)
     with atomic_output_dir(output_dir, overwrite=overwrite) as staging:
         config.save_pretrained(staging)
