@@ -1,10 +1,11 @@
-"""Safe checkpoint reading and atomic output directories, shared by every converter.
+"""Safe checkpoint reading and atomic output directories and files, shared by every converter.
 
 Reading never runs code from a file (safetensors, or `torch.load(weights_only=True)`), and every failure names the
 file. Writing goes through `atomic_output_dir`: a hidden staging directory beside the target, renamed into place only
 when complete. A run killed half-way (`kill -9`, power loss) leaves only hidden `.NAME.partial-PID-*` /
 `.NAME.old-PID` directories, which the next run for the same target cleans up, putting the previous output back first
-when the kill fell between the two renames of a replacement.
+when the kill fell between the two renames of a replacement. Single files (the ONNX exports) go through
+`atomic_output_file`: written as `NAME.partial`, then renamed into place.
 """
 
 from __future__ import annotations
@@ -176,6 +177,19 @@ def atomic_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) ->
     staging.rename(target)
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_output_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield `<path>.partial` to write; on success it replaces `path` in one rename. The partial file is deleted
+    whatever happens, so a failed write leaves `path` as it was and no half-written file beside it."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        yield partial
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def read_json_file(path: str | os.PathLike) -> Any:
