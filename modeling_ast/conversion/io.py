@@ -17,7 +17,7 @@ import pickle
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,13 @@ _LEFTOVER = re.compile(r"(?P<kind>partial|old)-(?P<pid>\d+)(?:-.*)?")
 _MAX_LISTED = 20
 
 
+def preview_keys(keys: Sequence[str], limit: int = _MAX_LISTED) -> str:
+    """The first `limit` keys joined by ", ", then how many more there are: a checkpoint can have hundreds of keys,
+    too many for one error or log message."""
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
 def warn_non_finite(tensors: Mapping[str, torch.Tensor], source: str) -> list[str]:
     """Log a warning naming the floating-point tensors of `tensors` that hold NaN or infinite values; return them.
 
@@ -48,8 +55,7 @@ def warn_non_finite(tensors: Mapping[str, torch.Tensor], source: str) -> list[st
         if tensor.is_floating_point() and tensor.device.type != "meta" and not torch.isfinite(tensor).all()
     )
     if bad:
-        more = f", ... ({len(bad) - _MAX_LISTED} more)" if len(bad) > _MAX_LISTED else ""
-        logger.warning(f"{source}: NaN or infinite values in {', '.join(bad[:_MAX_LISTED])}{more}")
+        logger.warning(f"{source}: NaN or infinite values in {preview_keys(bad)}")
     return bad
 
 
