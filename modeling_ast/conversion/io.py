@@ -236,9 +236,15 @@ def read_checkpoint_weights(name_or_path: str | os.PathLike, **hub_kwargs: Any) 
     raise FileNotFoundError(f"{name_or_path} has none of the weight files {WEIGHT_FILES}")
 
 
-def load_checkpoint_dir(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state dict, config.json as a dict) of a saved model directory or Hub id."""
+def read_saved_config_dict(path: str | os.PathLike) -> dict[str, Any]:
+    """config.json of a saved model directory or Hub id as a dict; FileNotFoundError when there is none."""
     config = read_config_dict(path)
     if config is None:
         raise FileNotFoundError(f"{path} has no config.json; expected a saved model directory")
+    return config
+
+
+def load_checkpoint_dir(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, config.json as a dict) of a saved model directory or Hub id."""
+    config = read_saved_config_dict(path)
     return read_checkpoint_weights(path), config
