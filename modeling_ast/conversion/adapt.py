@@ -41,9 +41,9 @@ from transformers.utils import logging
 from ..configuration_ast import ASTConfig
 from ..modeling_ast import ASTForAudioClassification, ASTModel
 from .common import AUDIOSET_MEAN, AUDIOSET_STD, build_model, check_label_names, load_encoder, save_model_dir
-from .io import load_checkpoint_dir, read_json_file, warn_non_finite
-from .layouts import from_transformers_ast
+from .io import read_checkpoint_weights, read_json_file, read_saved_config_dict, warn_non_finite
 from .positional import adapt_grid, grid_from_tokens, resample_axis_at, tokens_from_grid
+from .transformers_ast import is_transformers_ast, transformers_state_dict
 
 logger = logging.get_logger(__name__)
 
@@ -144,18 +144,21 @@ def _read_source(model_or_dir) -> tuple[ASTConfig, dict[str, torch.Tensor]]:
         return model_or_dir.config, weights
     if not isinstance(model_or_dir, (str, os.PathLike)):
         raise TypeError(f"expected an AST model or a saved model directory, got {type(model_or_dir).__name__}")
-    state_dict, config_dict = load_checkpoint_dir(model_or_dir)
-    model_type = config_dict.get("model_type")
-    if model_type == "audio-spectrogram-transformer":
-        state_dict, unknown = from_transformers_ast(state_dict)
-        if unknown:
-            raise ValueError(f"{model_or_dir}: keys outside transformers' AST layout: {sorted(unknown)[:20]}")
+    config_dict = read_saved_config_dict(model_or_dir)
+    if is_transformers_ast(config_dict):
+        state_dict = transformers_state_dict(model_or_dir)
+        # Not `ASTConfig.from_transformers_dict`: it would also give head_layer_norm_eps the encoder's value instead
+        # of our default.
         config_dict = {k: v for k, v in config_dict.items() if k not in ("model_type", "transformers_version")}
-    elif model_type != ASTConfig.model_type:
-        raise ValueError(
-            f"{model_or_dir} holds a {model_type!r} model; expected an AST (model_type 'ast' or "
-            "'audio-spectrogram-transformer'). For ImageNet ViT/DeiT checkpoints use ast_from_imagenet."
-        )
+    else:
+        # Weights before the model_type check: a missing or corrupt weight file is reported first, as it always was.
+        state_dict = read_checkpoint_weights(model_or_dir)
+        model_type = config_dict.get("model_type")
+        if model_type != ASTConfig.model_type:
+            raise ValueError(
+                f"{model_or_dir} holds a {model_type!r} model; expected an AST (model_type 'ast' or "
+                "'audio-spectrogram-transformer'). For ImageNet ViT/DeiT checkpoints use ast_from_imagenet."
+            )
     config = ASTConfig.from_dict(config_dict)
     encoder = {key[len("ast."):]: value for key, value in state_dict.items() if key.startswith("ast.")}
     if not encoder:  # an ASTModel checkpoint: keys without prefix

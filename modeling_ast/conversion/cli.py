@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import DATASET_PRESETS, describe_model_dir, read_label_names, run_cli
+from .common import AUDIOSET_MEAN, AUDIOSET_STD, DATASET_PRESETS, describe_model_dir, read_label_names, run_cli
 
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 LABELS_HELP = "label names: a .csv (display_name column), .json or .txt file, or a comma-separated list"
@@ -213,8 +213,8 @@ def imagenet_parser() -> argparse.ArgumentParser:
     audio.add_argument("--frequency_stride", type=int, default=10, help="patch stride along frequency (default 10)")
     audio.add_argument("--time_stride", type=int, default=10, help="patch stride along time (default 10)")
     audio.add_argument("--num_mel_bins", type=int, default=128)
-    audio.add_argument("--mean", type=float, default=None, help="feature mean (default: AudioSet's)")
-    audio.add_argument("--std", type=float, default=None, help="feature std (default: AudioSet's)")
+    audio.add_argument("--mean", type=float, default=AUDIOSET_MEAN, help="feature mean (default: AudioSet's)")
+    audio.add_argument("--std", type=float, default=AUDIOSET_STD, help="feature std (default: AudioSet's)")
     head = parser.add_argument_group("classification head (one of)")
     labels = head.add_mutually_exclusive_group(required=True)
     labels.add_argument("--num_labels", type=int, help="number of classes (names LABEL_i)")
@@ -242,9 +242,6 @@ def imagenet_to_ast_main(argv: list[str] | None = None) -> int:
 
     config_fields = {name: args.pop(name) for name in IMAGENET_CONFIG_FIELDS}
     labels, num_labels = args.pop("labels"), args.pop("num_labels")
-    for name in ("mean", "std"):  # absent: save_ast_from_imagenet's default, AudioSet's statistics
-        if args[name] is None:
-            del args[name]
 
     def convert() -> str:
         if labels is not None:

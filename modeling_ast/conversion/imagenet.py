@@ -52,7 +52,7 @@ from transformers.utils import logging
 from ..configuration_ast import ASTConfig
 from ..modeling_ast import ASTForAudioClassification, ASTModel
 from .common import AUDIOSET_MEAN, AUDIOSET_STD, build_model, load_encoder, save_model_dir, shape_mismatches
-from .io import load_checkpoint_dir, load_state_dict, warn_non_finite
+from .io import load_checkpoint_dir, load_state_dict, preview_keys, warn_non_finite
 from .layouts import (
     AST_KEY_PREFIXES,
     TIMM,
@@ -162,13 +162,8 @@ def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
     raise ValueError(
         "unrecognised ImageNet checkpoint layout: missing keys patch_embed.proj.weight (timm ViT/DeiT) or "
         f"[deit.|vit.]embeddings.patch_embeddings.projection.weight (transformers ViT/DeiT); unexpected keys "
-        f"({len(keys)}): {_preview(keys)}.{hint}"
+        f"({len(keys)}): {preview_keys(keys)}.{hint}"
     )
-
-
-def _preview(keys: list[str], limit: int = 20) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
 def _rename_timm(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
@@ -253,8 +248,8 @@ def _check_keys_and_shapes(
         spelling = "" if layout == "timm" else " (encoder keys in ASTModel spelling)"
         raise ValueError(
             f"{layout} ViT/DeiT checkpoint does not match the expected layout{spelling}: "
-            f"missing keys ({len(missing)}): {_preview(missing)}; unexpected keys ({len(unexpected)}): "
-            f"{_preview(unexpected)}"
+            f"missing keys ({len(missing)}): {preview_keys(missing)}; unexpected keys ({len(unexpected)}): "
+            f"{preview_keys(unexpected)}"
         )
     hidden = expected["embeddings.cls_token"][2]
     wrong = shape_mismatches(weights, expected, name=lambda key: _source_name(key, layout))

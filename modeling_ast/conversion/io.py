@@ -1,10 +1,11 @@
-"""Safe checkpoint reading and atomic output directories, shared by every converter.
+"""Safe checkpoint reading and atomic output directories and files, shared by every converter.
 
 Reading never runs code from a file (safetensors, or `torch.load(weights_only=True)`), and every failure names the
 file. Writing goes through `atomic_output_dir`: a hidden staging directory beside the target, renamed into place only
 when complete. A run killed half-way (`kill -9`, power loss) leaves only hidden `.NAME.partial-PID-*` /
 `.NAME.old-PID` directories, which the next run for the same target cleans up, putting the previous output back first
-when the kill fell between the two renames of a replacement.
+when the kill fell between the two renames of a replacement. Single files (the ONNX exports) go through
+`atomic_output_file`: written as `NAME.partial`, then renamed into place.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pickle
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,13 @@ _LEFTOVER = re.compile(r"(?P<kind>partial|old)-(?P<pid>\d+)(?:-.*)?")
 _MAX_LISTED = 20
 
 
+def preview_keys(keys: Sequence[str], limit: int = _MAX_LISTED) -> str:
+    """The first `limit` keys joined by ", ", then how many more there are: a checkpoint can have hundreds of keys,
+    too many for one error or log message."""
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
 def warn_non_finite(tensors: Mapping[str, torch.Tensor], source: str) -> list[str]:
     """Log a warning naming the floating-point tensors of `tensors` that hold NaN or infinite values; return them.
 
@@ -47,8 +55,7 @@ def warn_non_finite(tensors: Mapping[str, torch.Tensor], source: str) -> list[st
         if tensor.is_floating_point() and tensor.device.type != "meta" and not torch.isfinite(tensor).all()
     )
     if bad:
-        more = f", ... ({len(bad) - _MAX_LISTED} more)" if len(bad) > _MAX_LISTED else ""
-        logger.warning(f"{source}: NaN or infinite values in {', '.join(bad[:_MAX_LISTED])}{more}")
+        logger.warning(f"{source}: NaN or infinite values in {preview_keys(bad)}")
     return bad
 
 
@@ -178,6 +185,19 @@ def atomic_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) ->
         shutil.rmtree(backup, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def atomic_output_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield `<path>.partial` to write; on success it replaces `path` in one rename. The partial file is deleted
+    whatever happens, so a failed write leaves `path` as it was and no half-written file beside it."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        yield partial
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def read_json_file(path: str | os.PathLike) -> Any:
     """A JSON file's content; ValueError naming the file when it is not UTF-8 JSON."""
     try:
@@ -216,9 +236,15 @@ def read_checkpoint_weights(name_or_path: str | os.PathLike, **hub_kwargs: Any) 
     raise FileNotFoundError(f"{name_or_path} has none of the weight files {WEIGHT_FILES}")
 
 
-def load_checkpoint_dir(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state dict, config.json as a dict) of a saved model directory or Hub id."""
+def read_saved_config_dict(path: str | os.PathLike) -> dict[str, Any]:
+    """config.json of a saved model directory or Hub id as a dict; FileNotFoundError when there is none."""
     config = read_config_dict(path)
     if config is None:
         raise FileNotFoundError(f"{path} has no config.json; expected a saved model directory")
+    return config
+
+
+def load_checkpoint_dir(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, config.json as a dict) of a saved model directory or Hub id."""
+    config = read_saved_config_dict(path)
     return read_checkpoint_weights(path), config

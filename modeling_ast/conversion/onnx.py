@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..modeling_ast import ASTForAudioClassification
-from .io import check_output_parent
+from .io import atomic_output_file, check_output_parent
 
 
 class _LogitsOnly(torch.nn.Module):
@@ -61,8 +61,7 @@ def export_onnx(
     example = torch.zeros(2, (config.patch_size + config.max_length) // 2, config.num_mel_bins)  # not at a bound
     frames = torch.export.Dim("frames", min=config.patch_size, max=config.max_length)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    partial = output_path.with_name(output_path.name + ".partial")
-    try:
+    with atomic_output_file(output_path) as partial:
         program = torch.onnx.export(
             _LogitsOnly(model).eval(),
             (example,),
@@ -75,9 +74,6 @@ def export_onnx(
             verbose=False,
         )
         program.save(str(partial))
-        partial.replace(output_path)
-    finally:
-        partial.unlink(missing_ok=True)
     if quantize_int8:
         quantize_dynamic_int8(output_path, output_path.with_suffix(".int8.onnx"))
     return output_path
@@ -94,10 +90,6 @@ def quantize_dynamic_int8(source: str | os.PathLike, target: str | os.PathLike) 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = Path(target)
-    partial = target.with_name(target.name + ".partial")
-    try:
+    with atomic_output_file(target) as partial:
         quantize_dynamic(str(source), str(partial), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
     return target

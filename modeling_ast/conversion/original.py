@@ -34,7 +34,7 @@ from ..configuration_ast import ASTConfig
 from ..modeling_ast import ASTForAudioClassification
 from .common import DATASET_PRESETS, DatasetPreset, LabelSource, dataset_preset, push_folder_to_hub, read_label_names
 from .common import save_model_dir, shape_mismatches
-from .io import load_state_dict
+from .io import load_state_dict, preview_keys
 from .layouts import (
     DATA_PARALLEL_PREFIX,
     ORIGINAL,
@@ -63,7 +63,6 @@ DEIT_HEAD_DIM = 64  # every DeiT size (tiny 192/3, small 384/6, base 768/12) use
 DEFAULT_NUM_MEL_BINS = 128  # input_fdim of every recipe of the original code
 
 _BLOCK_INDEX = re.compile(r"v\.blocks\.(\d+)\.")
-_MAX_LISTED_KEYS = 20
 
 
 # ---------------------------------------------------------------------------------------------------- geometry
@@ -190,9 +189,7 @@ class OriginalLayout:
 
 
 def _listed(keys: Sequence[str]) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:_MAX_LISTED_KEYS])
-    return f"[{shown}{f', ... ({len(keys) - _MAX_LISTED_KEYS} more)' if len(keys) > _MAX_LISTED_KEYS else ''}]"
+    return f"[{preview_keys(sorted(keys))}]"
 
 
 def _layout_error(

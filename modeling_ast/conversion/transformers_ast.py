@@ -68,7 +68,6 @@ def convert_transformers_checkpoint(
     name_or_path: str | os.PathLike,
     output_dir: str | os.PathLike,
     overwrite: bool = False,
-    with_feature_extractor: bool = True,
     **hub_kwargs: Any,
 ) -> Path:
     """Write a built-in AST checkpoint (directory or Hub id) in our format: config.json + model.safetensors, and
@@ -80,14 +79,14 @@ def convert_transformers_checkpoint(
     if not is_transformers_ast(config_dict):
         found = None if config_dict is None else config_dict.get("model_type")
         raise ValueError(f"{name_or_path} is not a transformers AST checkpoint (model_type {found!r})")
-    config = ASTConfig.from_pretrained(name_or_path, **hub_kwargs)
+    # The translation `ASTConfig.from_pretrained` applies to a built-in config.json, on the dict already read.
+    config = ASTConfig.from_dict(ASTConfig.from_transformers_dict(config_dict))
     state_dict = transformers_state_dict(name_or_path, **hub_kwargs)
     with atomic_output_dir(output_dir, overwrite=overwrite) as staging:
         config.save_pretrained(staging)
         save_file({key: value.contiguous() for key, value in state_dict.items()}, staging / "model.safetensors",
                   metadata={"format": "pt"})
-        if with_feature_extractor:
-            _copy_feature_extractor(name_or_path, staging, **hub_kwargs)
+        _copy_feature_extractor(name_or_path, staging, **hub_kwargs)
     return Path(output_dir)
 
 
