@@ -41,12 +41,13 @@ def read_clips(manifest: Path, config: Any) -> tuple[list[Any], Any]:
 
     from modeling_ast.training.labels import LabelSpace
     from modeling_ast.training.sources import manifest_examples
-    from modeling_ast.training.task import check_files_exist
+    from modeling_ast.training.task import check_eval_labels, check_files_exist
 
     examples = manifest_examples(manifest)
     check_files_exist(examples)
     label_space = LabelSpace.from_config(config)
-    label_space.check([example["labels"] for example in examples], "evaluation")
+    # Known labels, and one per clip for single-label models, checked here so the error names the first odd clip.
+    check_eval_labels(label_space, [example["labels"] for example in examples])
     return examples, torch.stack([label_space.target(example["labels"]) for example in examples])
 
 

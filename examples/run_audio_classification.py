@@ -35,7 +35,7 @@ from modeling_ast.training.collator import AudioCollator
 from modeling_ast.training.metrics import compute_metrics_fn
 from modeling_ast.training.recipes import RecipeArguments, check_recipe, parse_args_with_recipe
 from modeling_ast.training.report import headline, pipeline_top3, save_plot, training_summary, write_model_card
-from modeling_ast.training.sources import folder_examples, manifest_examples
+from modeling_ast.training.sources import AUDIO_EXTENSIONS, folder_examples, manifest_examples
 from modeling_ast.training.starting_points import feature_extractor_for, pretrained_for_task, with_patchout
 from modeling_ast.training.task import TaskData, task_from_datasets, task_from_examples
 from modeling_ast.training.trainer import ASTTrainer, check_processes, data_seed, end_processes, resume_target
@@ -85,7 +85,7 @@ class DataArguments:
     eval_regex: str | None = field(
         default=None, metadata={"help": "Files whose relative path matches this regex form the evaluation split."}
     )
-    audio_extensions: str = field(default=".wav,.flac,.ogg,.mp3", metadata={"help": "Extensions --data_dir reads."})
+    audio_extensions: str = field(default=",".join(AUDIO_EXTENSIONS), metadata={"help": "Extensions --data_dir reads."})
     train_file: str | None = field(
         default=None,
         metadata={

@@ -3,8 +3,8 @@
 Weight averaging (the released 0.459-mAP AudioSet model averages epochs 1-5; AudioSet balanced averages 6-25): each
 floating-point tensor becomes its mean over the epochs (`torch.optim.swa_utils`' running mean, kept in float64, cast
 back to the tensor's dtype); integer/bool tensors come from the last epoch. `WeightAveragingCallback` does it during
-`transformers.Trainer` training with an `AveragedModel`; `average_checkpoints` (CLI: `examples/average_checkpoints.py`)
-does it for saved model directories or `.safetensors` files. Both give bit-identical weights for the same epochs.
+`transformers.Trainer` training and `average_checkpoints` (CLI: `examples/average_checkpoints.py`) for saved model
+directories or `.safetensors` files, both with `StateDictAverager`: they give bit-identical weights for the same epochs.
 
 Ensembles (the 0.475 / 0.485 AudioSet results): `ensemble_predict` averages the members' sigmoid probabilities
 (multi-label models) or softmax probabilities (single-label) over the same inputs
@@ -13,7 +13,6 @@ Ensembles (the 0.475 / 0.485 AudioSet results): `ensemble_predict` averages the 
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_swa_avg_fn
+from torch.optim.swa_utils import get_swa_avg_fn
 from transformers import PreTrainedModel, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging
 
@@ -45,7 +44,7 @@ _VOLATILE_CONFIG_KEYS = frozenset({"transformers_version", "_name_or_path", "dty
 _swa_update = get_swa_avg_fn()
 
 
-def _running_mean(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor | int) -> torch.Tensor:
+def _running_mean(averaged: torch.Tensor, current: torch.Tensor, num_averaged: int) -> torch.Tensor:
     """swa_utils' `averaged + (current - averaged) / (num_averaged + 1)` for floating-point tensors (the callers keep
     `averaged` in float64); other tensors (step counters, masks) take the latest value instead of a truncated mean."""
     return _swa_update(averaged, current, num_averaged) if averaged.is_floating_point() else current
@@ -105,8 +104,8 @@ def _write_record(directory: Path, record: dict[str, Any]) -> None:
 class WeightAveragingCallback(TrainerCallback):
     """Average the model weights at the ends of epochs `start_epoch`..`end_epoch` (1-based, inclusive).
 
-    Each epoch end in the range updates an `AveragedModel` (a float64 CPU copy of the model, made on the model's
-    device first) and, with `save_epoch_checkpoints`, the main process writes the weights to
+    Each epoch end in the range adds the model's state dict to a `StateDictAverager` (a float64 running mean on the
+    CPU, as `average_checkpoints` keeps) and, with `save_epoch_checkpoints`, the main process writes the weights to
     `<output_dir>/epoch_checkpoints/epoch_{k}.safetensors` with the configs beside them (for `average_checkpoints`).
     At the end of training the average is loaded into the model on every process, and the main process saves it with
     the feature extractor and `weight_averaging.json` to `<output_dir>/weight_averaged` (replacing an earlier one).
@@ -130,7 +129,7 @@ class WeightAveragingCallback(TrainerCallback):
         self.save_epoch_checkpoints = save_epoch_checkpoints
         self.averaged_epochs: list[int] = []
         self.output_path: Path | None = None
-        self._averaged: AveragedModel | None = None
+        self._averager = StateDictAverager()
 
     @staticmethod
     def epoch_checkpoint(output_dir: str | os.PathLike, epoch: int) -> Path:
@@ -144,18 +143,12 @@ class WeightAveragingCallback(TrainerCallback):
             raise ValueError("WeightAveragingCallback cannot be combined with load_best_model_at_end=True")
         self.averaged_epochs = []
         self.output_path = None
-        self._averaged = None
+        self._averager = StateDictAverager()
 
-    def _averaged_model(self, model: nn.Module) -> AveragedModel:
-        """The running average, built from `model` the first time."""
-        if self._averaged is None:
-            # use_buffers: buffers are averaged like parameters, as average_checkpoints does with every tensor.
-            self._averaged = AveragedModel(model, device="cpu", avg_fn=_running_mean, use_buffers=True).double()
-        return self._averaged
-
-    def _add(self, model: nn.Module, epoch: int) -> None:
-        """Update the running average with `model`'s weights as those of `epoch`."""
-        self._averaged_model(model).update_parameters(model)
+    def _add(self, state_dict: Mapping[str, torch.Tensor], epoch: int) -> None:
+        """Update the running average with `state_dict` as the weights of `epoch` (buffers included, like every
+        tensor average_checkpoints reads)."""
+        self._averager.add(state_dict, f"epoch {epoch}")
         self.averaged_epochs.append(epoch)
 
     def _save_epoch(self, args: TrainingArguments, epoch: int, model: nn.Module, processing_class: Any) -> None:
@@ -170,7 +163,7 @@ class WeightAveragingCallback(TrainerCallback):
         if hasattr(processing_class, "save_pretrained") and not (path.parent / "preprocessor_config.json").is_file():
             processing_class.save_pretrained(path.parent)
 
-    def _catch_up(self, args: TrainingArguments, epoch: int, model: nn.Module) -> None:
+    def _catch_up(self, args: TrainingArguments, epoch: int) -> None:
         """After a resume, add the range's epochs before `epoch` that are missing from the average, from their files."""
         for earlier in range(self.start_epoch, min(epoch, self.end_epoch + 1)):
             if earlier in self.averaged_epochs:
@@ -181,9 +174,7 @@ class WeightAveragingCallback(TrainerCallback):
                     f"weight averaging over epochs {self.start_epoch}-{self.end_epoch} needs epoch {earlier}, which "
                     f"ended before training resumed, but {path} does not exist (use save_epoch_checkpoints=True)"
                 )
-            saved = copy.deepcopy(self._averaged_model(model).module)
-            saved.load_state_dict(load_file(path))
-            self._add(saved, earlier)
+            self._add(load_file(path), earlier)
 
     def on_epoch_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -194,15 +185,15 @@ class WeightAveragingCallback(TrainerCallback):
             return
         if self.save_epoch_checkpoints and state.is_world_process_zero:
             self._save_epoch(args, epoch, model, processing_class)
-        self._catch_up(args, epoch, model)
-        self._add(model, epoch)
+        self._catch_up(args, epoch)
+        self._add(model.state_dict(), epoch)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         model, processing_class = kwargs["model"], kwargs.get("processing_class")
         # Resumed after the range: all of it comes from the files.
-        self._catch_up(args, math.floor((state.epoch or 0.0) + 1e-6) + 1, model)
+        self._catch_up(args, math.floor((state.epoch or 0.0) + 1e-6) + 1)
         self.averaged_epochs.sort()
         if not self.averaged_epochs:
             raise ValueError(
@@ -213,8 +204,8 @@ class WeightAveragingCallback(TrainerCallback):
             logger.warning(
                 f"training ended before epoch {self.end_epoch}: averaging only epochs {self.averaged_epochs}"
             )
-        model.load_state_dict(self._averaged.module.state_dict())  # rounds the float64 mean to the model's dtypes
-        self._averaged = None  # frees the float64 copy
+        model.load_state_dict(self._averager.average())  # the float64 mean rounded to the model's dtypes
+        self._averager = StateDictAverager()  # frees the float64 means
         if state.is_world_process_zero:
             target = Path(args.output_dir) / AVERAGED_MODEL_DIR
             with atomic_output_dir(target, overwrite=True) as staging:

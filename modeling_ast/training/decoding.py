@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -103,9 +104,10 @@ def check_waveform(waveform: torch.Tensor, name: str, sampling_rate: int = SAMPL
         raise UnreadableAudioError(
             name, f"{waveform.numel()} samples at {sampling_rate} Hz, fewer than one 25 ms frame ({frame} samples)"
         )
-    if not bool(torch.isfinite(waveform).all()):
-        raise UnreadableAudioError(name, "NaN or infinite samples")
+    # One pass over the samples: the max propagates NaN and |-inf| is inf, so a non-finite peak means such samples.
     peak, limit = float(waveform.abs().max()), max_amplitude(sampling_rate)
+    if not math.isfinite(peak):
+        raise UnreadableAudioError(name, "NaN or infinite samples")
     if peak > limit:
         raise UnreadableAudioError(
             name, f"peak amplitude {peak:.3g} is beyond {limit:.3g}, where its filter banks overflow float32 "

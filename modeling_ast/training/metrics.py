@@ -25,6 +25,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from transformers import EvalPrediction
 from transformers.utils import logging
 
+from .labels import list_names
+
 logger = logging.get_logger(__name__)
 
 SINGLE_LABEL = "single_label_classification"
@@ -228,7 +230,7 @@ def _multi_label_dict(prediction: EvalPrediction, id2label: Mapping[int, str] | 
     if result.excluded_classes:
         lookup = {int(key): value for key, value in (id2label or {}).items()}
         names = [lookup.get(k, str(k)) for k in result.excluded_classes]
-        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        shown = list_names(names, 10)
         logger.warning(f"{len(names)} class(es) lacking positive or negative clips are left out of mAP/mAUC: {shown}")
     return {
         "mAP": result.mean_average_precision,

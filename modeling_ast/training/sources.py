@@ -356,9 +356,13 @@ class HubExamples(Sequence):
         """The labels of every clip, read from the label column alone."""
         return [self.columns.labels(value) for value in self.dataset[self.columns.label_column]]
 
-    def label_space(self, multi_label: bool | None = None) -> LabelSpace:
-        """Labels of a ClassLabel column (all its names) or those seen in the split, sorted; task from the data."""
-        return LabelSpace.infer(self.label_lists(), names=self.columns.class_names, multi_label=multi_label)
+    def label_space(
+        self, multi_label: bool | None = None, label_lists: Sequence[Sequence[str]] | None = None
+    ) -> LabelSpace:
+        """Labels of a ClassLabel column (all its names) or those seen in the split, sorted; task from the data.
+        `label_lists`: the split's `label_lists()` if the caller has already read them (not read again)."""
+        label_lists = self.label_lists() if label_lists is None else label_lists
+        return LabelSpace.infer(label_lists, names=self.columns.class_names, multi_label=multi_label)
 
 
 class StreamingHubExamples:

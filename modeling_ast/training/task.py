@@ -29,14 +29,16 @@ __all__ = ["TaskData", "check_eval_labels", "check_files_exist", "task_from_data
 
 @dataclass
 class TaskData:
-    """The training and evaluation clips, the label space, a one-line description of the source, and why the task
-    is single- or multi-label (`labels.task_reason`)."""
+    """The training and evaluation clips, the label space, a one-line description of the source, why the task is
+    single- or multi-label (`labels.task_reason`) and the training clips' labels if already read (`train_labels`)."""
 
     train: Sequence[Example] | StreamingHubExamples
     eval: Sequence[Example] | StreamingHubExamples
     label_space: LabelSpace
     source: str
     task_reason: str = ""
+    # Kept from building the task, so balanced sampling does not read the label column again (None for a stream).
+    train_labels: list[list[str]] | None = None
 
     @property
     def streaming(self) -> bool:
@@ -44,6 +46,8 @@ class TaskData:
 
     def train_label_lists(self) -> list[list[str]]:
         """Labels of every training clip (without decoding audio)."""
+        if self.train_labels is not None:
+            return self.train_labels
         if isinstance(self.train, HubExamples):
             return self.train.label_lists()
         return [list(example["labels"]) for example in self.train]
@@ -111,13 +115,13 @@ def task_from_examples(
     for name, examples in (("training", train), ("evaluation", evaluation)):
         if not examples:
             raise ValueError(f"the {name} split is empty; check the eval regex or the manifests")
-    label_lists = [example["labels"] for example in train]
+    label_lists = [list(example["labels"]) for example in train]
     label_space = LabelSpace.infer(label_lists, multi_label=multi_label)
     check_eval_labels(label_space, [example["labels"] for example in evaluation])
     if check_files:
         check_files_exist(train + evaluation)
     reason = task_reason(label_lists, [str(example.get("name", example["audio"])) for example in train], multi_label)
-    return TaskData(train, evaluation, label_space, source, reason)
+    return TaskData(train, evaluation, label_space, source, reason, label_lists)
 
 
 def task_from_datasets(
@@ -155,6 +159,8 @@ def task_from_datasets(
         if multi_label is not None:
             label_space, reason = LabelSpace(label_space.labels, multi_label), "as asked"
         return TaskData(train, evaluation, label_space, source + ", streamed", reason)
-    label_space = train.label_space(multi_label=multi_label)
+    label_lists = train.label_lists()  # the label column, read once for the label space, the reason and sampling
+    label_space = train.label_space(multi_label=multi_label, label_lists=label_lists)
     check_eval_labels(label_space, evaluation.label_lists())
-    return TaskData(train, evaluation, label_space, source, task_reason(train.label_lists(), None, multi_label))
+    reason = task_reason(label_lists, None, multi_label)
+    return TaskData(train, evaluation, label_space, source, reason, label_lists)

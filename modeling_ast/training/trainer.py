@@ -22,6 +22,7 @@ from torch.utils.data import Dataset, Sampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PredictionOutput
 
+from ..conversion.io import WEIGHT_FILES  # the files one of which holds a checkpoint's weights (Trainer.save_model)
 from .averaging import WeightAveragingCallback
 from .recipes import RecipeArguments
 from .sampling import EpochDrawSampler
@@ -60,15 +61,6 @@ def check_processes(args: TrainingArguments) -> None:
             f"launched as {launched} processes but Trainer set up {args.world_size}; each would train alone "
             "(on a machine without GPUs, do not pass --use_cpu false)"
         )
-
-
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-"""The files one of which holds a checkpoint's weights (`Trainer.save_model`)."""
 
 
 def incomplete_reason(checkpoint: Path) -> str | None:
