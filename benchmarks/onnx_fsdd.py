@@ -20,7 +20,7 @@ import torch
 
 from modeling_ast import ASTFeatureExtractor, ASTForAudioClassification
 from modeling_ast.fbank import num_frames
-from modeling_ast.audio_utils import load_audio
+from modeling_ast.audio_io import load_audio
 from modeling_ast.conversion.onnx import export_onnx
 from modeling_ast.onnx_inference import ASTOnnxForAudioClassification
 

@@ -164,7 +164,7 @@ clf = transformers.pipeline("audio-classification", model=model_dir)
 if mode == "streamed":
     clf(path, chunk_length_s=10.0, window_batch_size=8)
 else:
-    waveform = modeling_ast.audio_utils.load_audio(path)
+    waveform = modeling_ast.audio_io.load_audio(path)
     windows = [waveform[i:i + 160000] for i in range(0, len(waveform) - 160000 + 1, 160000)]
     features = clf.feature_extractor(windows, sampling_rate=16000, return_tensors="pt")
 # VmHWM, not getrusage: ru_maxrss survives exec and would report the parent's peak.

@@ -34,7 +34,8 @@ import torch
 from modeling_ast import ASTFeatureExtractor
 from modeling_ast.training.augment import AugmentConfig
 from modeling_ast.training.collator import AudioCollator
-from modeling_ast.training.datasets import AudioDataset, num_samples_for_frames
+from modeling_ast.fbank import num_samples_for_frames
+from modeling_ast.training.datasets import AudioDataset
 from modeling_ast.training.labels import LabelSpace
 from modeling_ast.training.sampling import DrawKey
 from modeling_ast.training.sources import Example, folder_examples, load_hub_examples, manifest_examples

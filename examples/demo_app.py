@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import soundfile
 from transformers import pipeline
 
 import modeling_ast  # noqa: F401  (registers model_type "ast" with the pipeline)
+from modeling_ast.audio_io import load_audio
 from modeling_ast.timeline import plot_timeline
 
 FRAME_SHIFT_S = 0.01  # the feature extractor's Kaldi frames: one every 10 ms
@@ -37,10 +37,15 @@ def build_demo(model: str, top_k: int = 5, chunk_length_s: float | None = None, 
     def classify(audio_path: str | None) -> tuple[dict[str, float], str | None]:
         if not audio_path:
             raise gr.Error("upload or record some audio first")
-        if soundfile.info(audio_path).duration <= window_s:
-            return _label_scores(classifier(audio_path, top_k=top_k)), None
-        result = classifier(audio_path, top_k=top_k, chunk_length_s=window_s, stride_length_s=window_s / 2,
-                            return_timestamps=True)
+        rate = classifier.feature_extractor.sampling_rate
+        try:  # the loader the pipeline uses, once: an unreadable upload is reported on the page with its reason
+            audio = {"raw": load_audio(audio_path, rate), "sampling_rate": rate}
+            if len(audio["raw"]) <= window_s * rate:
+                return _label_scores(classifier(audio, top_k=top_k)), None
+            result = classifier(audio, top_k=top_k, chunk_length_s=window_s, stride_length_s=window_s / 2,
+                                return_timestamps=True)
+        except ValueError as err:
+            raise gr.Error(f"cannot classify {Path(audio_path).name}: {err}") from err
         record = {"input": Path(audio_path).name, "windows": result["windows"]}
         return _label_scores(result["labels"]), str(plot_timeline(record, plots / f"{Path(audio_path).stem}.png"))
 

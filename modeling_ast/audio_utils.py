@@ -1,31 +1,17 @@
-"""Waveform helpers for AST: dtype conversion, band-limited resampling and file decoding.
-
-Everything here is plain PyTorch/NumPy (plus `soundfile` for decoding, and the ffmpeg binary, when installed, for
-formats libsndfile cannot read); torchaudio is never needed.
-"""
+"""Waveform arithmetic for AST: rate checks, dtype conversion and band-limited resampling, in plain PyTorch/NumPy
+(torchaudio is never needed). Reading audio from files, bytes and other sources is `audio_io`'s job."""
 
 from __future__ import annotations
 
 import functools
 import math
 import numbers
-import os
-import shutil
-import subprocess
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-__all__ = [
-    "check_sampling_rate",
-    "decode_audio_file",
-    "load_audio",
-    "resample",
-    "to_float_waveform",
-    "warn_if_truncated",
-]
+__all__ = ["check_sampling_rate", "resample", "to_float_waveform"]
 
 # Integer PCM formats and the offset/scale that maps them onto [-1, 1).
 _PCM_SCALES: dict[str, tuple[float, float]] = {
@@ -222,87 +208,3 @@ def resample(waveform: torch.Tensor, orig_freq: int, new_freq: int) -> torch.Ten
     else:
         out = _direct_resample(flat, orig, new, out_length)
     return out.reshape(*leading, out_length)
-
-
-def load_audio(path: str | os.PathLike, sampling_rate: int | None = 16000) -> np.ndarray:
-    """Decode an audio file with `soundfile` into a float32 mono waveform of shape (samples,).
-
-    Multichannel files keep channel 0 only, as the original AST data loader does (Kaldi fbank's default channel).
-    With `sampling_rate` set, the audio is resampled to it with `resample`; with `None` the file's own rate is kept.
-    Raises `ValueError` naming the path when the file cannot be read or decoded; warns, naming it, when its header
-    announces more data than the file holds (a truncated download or copy: only the samples present are returned).
-    """
-    import soundfile
-
-    name = os.fspath(path)
-    target = None if sampling_rate is None else check_sampling_rate(sampling_rate)
-    try:
-        with soundfile.SoundFile(name) as handle:
-            warn_if_truncated(handle, name)
-            data, file_rate = handle.read(dtype="float32", always_2d=True), handle.samplerate
-    except (RuntimeError, OSError, TypeError, ValueError) as err:
-        raise ValueError(f"could not read audio file {name!r}: {err}") from err
-    return _mono_at_rate(data, file_rate, target, name)
-
-
-def decode_audio_file(path: str | os.PathLike, sampling_rate: int | None = 16000) -> np.ndarray:
-    """`load_audio`, falling back to the ffmpeg binary for formats libsndfile cannot read (m4a, aac, ...).
-
-    ffmpeg decodes at the file's own rate (channel 0, as `load_audio`), so both decoders then share `resample`.
-    Raises `ValueError` naming the path: for a missing file, and with both decoders' reasons when neither reads it.
-    """
-    name = os.fspath(path)
-    if not os.path.isfile(name):
-        raise ValueError(f"audio file {name!r} does not exist (or is not a file)")
-    target = None if sampling_rate is None else check_sampling_rate(sampling_rate)  # a bad rate is not a decode error
-    try:
-        return load_audio(name, target)
-    except ValueError as soundfile_error:
-        try:
-            data, file_rate = _ffmpeg_decode(name)
-        except ValueError as ffmpeg_error:
-            raise ValueError(f"{soundfile_error}; ffmpeg could not decode it either: {ffmpeg_error}") from ffmpeg_error
-    return _mono_at_rate(data, file_rate, target, name)
-
-
-def warn_if_truncated(handle: object, name: str) -> None:
-    """Warn, naming the file, when libsndfile found fewer bytes than the header announces ("should be")."""
-    if "should be" in getattr(handle, "extra_info", ""):
-        warnings.warn(
-            f"audio file {name!r} is truncated: its header announces more data than the file holds; "
-            f"using the {handle.frames} samples present",
-            stacklevel=3,
-        )
-
-
-def _ffmpeg_decode(name: str) -> tuple[np.ndarray, int]:
-    """All channels of the first audio stream as (samples, channels) float32, and the stream's rate."""
-    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
-        raise ValueError("ffmpeg is not installed (Debian/Ubuntu package ffmpeg)")
-    probe = _run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=sample_rate,channels",
-                  "-of", "csv=p=0", name])
-    fields = probe.decode().strip().split(",")
-    if len(fields) != 2 or not all(field.isdigit() for field in fields):
-        raise ValueError("no audio stream found")
-    file_rate, channels = int(fields[0]), int(fields[1])
-    raw = _run(["ffmpeg", "-v", "error", "-i", name, "-map", "0:a:0", "-f", "f32le", "-acodec", "pcm_f32le", "-"])
-    return np.frombuffer(bytearray(raw), dtype="<f4").reshape(-1, channels), file_rate
-
-
-def _run(command: list[str]) -> bytes:
-    """stdout of `command`, or ValueError with the last line of its stderr."""
-    result = subprocess.run(command, capture_output=True, check=False)
-    if result.returncode != 0:
-        lines = result.stderr.decode(errors="replace").strip().splitlines()
-        raise ValueError(lines[-1] if lines else f"{command[0]} exited with status {result.returncode}")
-    return result.stdout
-
-
-def _mono_at_rate(data: np.ndarray, file_rate: int, target: int | None, name: str) -> np.ndarray:
-    """Channel 0 of decoded (samples, channels) audio, resampled to `target` (None keeps the file's rate)."""
-    if data.shape[0] == 0:
-        raise ValueError(f"audio file {name!r} contains no samples")
-    waveform = torch.from_numpy(np.ascontiguousarray(data[:, 0], dtype=np.float32))
-    if target is not None and target != file_rate:
-        waveform = resample(waveform, file_rate, target)
-    return waveform.numpy()

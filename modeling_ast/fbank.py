@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["FRAME_LENGTH_MS", "FrameSpec", "kaldi_fbank", "kaldi_mel_banks", "log_mel_into", "num_frames"]
+__all__ = ["FRAME_LENGTH_MS", "FrameSpec", "kaldi_fbank", "kaldi_mel_banks", "log_mel_into", "num_frames",
+           "num_samples_for_frames"]  # fmt: skip
 
 # Kaldi fbank options used by AST (the Kaldi/torchaudio defaults except for the window type).
 FRAME_LENGTH_MS = 25
@@ -45,6 +46,17 @@ class FrameSpec:
         if size < 2 or shift < 1:
             raise ValueError(f"sampling_rate {sampling_rate} Hz is too low for 25 ms / 10 ms Kaldi frames")
         return cls(size=size, shift=shift, n_fft=1 << (size - 1).bit_length())
+
+    def samples_for(self, frames: int) -> int:
+        """Samples that give exactly `frames` frames (frames >= 1): (frames - 1) * 160 + 400 at 16 kHz."""
+        if frames < 1:
+            raise ValueError(f"frames must be positive, got {frames}")
+        return (frames - 1) * self.shift + self.size
+
+
+def num_samples_for_frames(frames: int, sampling_rate: int = 16000) -> int:
+    """Samples that give exactly `frames` Kaldi frames at `sampling_rate` (the inverse of `num_frames`)."""
+    return FrameSpec.for_rate(sampling_rate).samples_for(frames)
 
 
 def num_frames(num_samples: int, sampling_rate: int = 16000) -> int:
@@ -205,7 +217,7 @@ class _Scratch:
         padded = like.new_empty(clips, frames, spec.n_fft)
         padded[..., spec.size :] = 0.0
         return cls(
-            waveforms=like.new_empty(clips, (frames - 1) * spec.shift + spec.size),
+            waveforms=like.new_empty(clips, spec.samples_for(frames)),
             padded=padded,
             emphasis=like.new_empty(clips, frames, spec.size - 1),
             spectrum=like.new_empty(clips, frames, bins, dtype=like.dtype.to_complex()),

@@ -104,6 +104,7 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
         return_attention_mask: bool | None = None,
         return_tensors: str | TensorType | None = None,
         do_normalize: bool | None = None,
+        min_frames: int | None = None,
         **kwargs: Any,
     ) -> BatchFeature:
         """Compute normalised log-mel features for one clip or a batch of clips.
@@ -123,6 +124,10 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
             return_tensors: None (lists of numpy arrays), "np" or "pt" (torch tensors on the input's device).
             do_normalize: Overrides `self.do_normalize` for this call; `False` returns the raw log-mel filter banks
                 (padding frames hold `padding_value`), which `normalize` turns into what `True` returns, bit for bit.
+            min_frames: Pad the batch to at least this many frames, whatever `padding` and `truncation` say
+                (`padding_value`, mask 0): the model's `patch_size` (16) is the least an AST accepts, so a clip
+                shorter than one patch is padded as the fixed-length AST would pad it. The pipeline, the training
+                collator and long-audio windows all pass it.
 
         Returns:
             `BatchFeature` with `input_values` (batch, frames, num_mel_bins) float32 and, if asked for,
@@ -150,6 +155,8 @@ class ASTFeatureExtractor(SequenceFeatureExtractor):
 
         frames = [num_frames(n, self.sampling_rate) for n in lengths]
         target = _target_frames(strategy, frames, limit, truncation)
+        if min_frames is not None:
+            target = max(target, _positive_int(min_frames, "min_frames"))
         features, mask = self._padded_features(clips, frames, target)
         if self.do_normalize if do_normalize is None else do_normalize:
             self.normalize(features, inplace=True)

@@ -39,8 +39,10 @@ Cost: `time_stride // hop` encoder passes per window for timestamp embeddings (2
 window for scene embeddings; windows go through the encoder `window_batch_size` at a time.
 
 Sounds are independent: they share one length, so no padding mask is needed and no attention crosses sounds; a
-sound's embeddings do not depend on its batch beyond float rounding. A sound shorter than one 25 ms frame is completed
-with silence to one frame; shorter than a patch, it gets padding frames like any window.
+sound's embeddings do not depend on its batch beyond float rounding. A sound shorter than one 25 ms frame has no
+filter banks and is refused, as the feature extractor refuses it; shorter than a patch, it gets padding frames like
+any window. Files become such tensors with `audio_io.load_audio(path, model.sample_rate)`, the loader every other
+door uses, so a file's HEAR features are those the pipeline computes for it.
 """
 
 from __future__ import annotations
@@ -148,11 +150,8 @@ class ASTHearModel(nn.Module):
     def raw_features(self, audio: torch.Tensor) -> torch.Tensor:
         """Un-normalised log-mel filter banks (n_sounds, frames, F) of checked audio, on the model's device."""
         parameter = next(self.encoder.parameters())
-        audio = audio.to(parameter.device)
-        if audio.shape[1] < self.frame.size:  # under one frame: complete it with silence
-            audio = F.pad(audio, (0, self.frame.size - audio.shape[1]))
         return self.feature_extractor(
-            audio, sampling_rate=self.sample_rate, padding="do_not_pad", truncation=False, do_normalize=False,
+            audio.to(parameter.device), sampling_rate=self.sample_rate, padding="do_not_pad", truncation=False, do_normalize=False,
             return_tensors="pt",
         )["input_values"]
 

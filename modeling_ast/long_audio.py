@@ -3,8 +3,8 @@
 `plan_windows` splits N samples into windows of `chunk` samples whose consecutive starts are `chunk - overlap` apart;
 the last window is moved back to end exactly at the end of the recording, so every window is a full window of real
 audio (no padding) unless the whole recording is shorter than one window, in which case it is a single window of its
-own length. `WaveformWindows` cuts them from an array in memory; `FileWindows` reads each one from disk on demand
-(resampling a small margin around it), so a one-hour file never sits in memory whole.
+own length. `window_source` gives what the windows are read from: a local file window by window (`audio_io.AudioFile`,
+so a one-hour file never sits in memory whole), anything else decoded once by `audio_io.load_audio`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import soundfile
 import torch
 
-from .audio_utils import check_sampling_rate, decode_audio_file, resample, to_float_waveform, warn_if_truncated
+from .audio_io import AudioFile, AudioSource, load_audio
 
-# Zero crossings of the resampling filter on each side (audio_utils.resample) plus slack, in units of the lower rate.
-_RESAMPLING_MARGIN = 8
+__all__ = ["WindowPlan", "check_window_lengths", "is_number", "iter_window_batches", "plan_windows", "window_source",
+           "window_starts"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -101,81 +100,26 @@ def is_number(value: object) -> bool:
 
 
 class WaveformWindows:
-    """Windows cut from a waveform held in memory (resampled once to the model's rate)."""
+    """Windows cut from a mono waveform held in memory, already at the model's rate (`audio_io.load_audio`)."""
 
-    def __init__(self, waveform: np.ndarray | torch.Tensor, sampling_rate: int, target_rate: int) -> None:
-        samples = to_float_waveform(waveform)
-        if samples.dim() != 1:
-            raise ValueError(f"long-audio mode expects one mono clip (1-D), got shape {tuple(samples.shape)}")
-        if not bool(torch.isfinite(samples).all()):
-            raise ValueError("the audio contains NaN or infinite samples")
-        self.samples = resample(samples, check_sampling_rate(sampling_rate), target_rate)
-        self.num_samples = self.samples.shape[0]
+    def __init__(self, waveform: torch.Tensor) -> None:
+        self.samples = waveform
+        self.num_samples = waveform.shape[0]
 
     def read(self, start: int, end: int) -> torch.Tensor:
         return self.samples[start:end]
 
 
-class FileWindows:
-    """Windows read from an audio file on demand; each read decodes only the window plus a resampling margin.
-
-    A window read this way equals the same span of the whole file decoded and resampled at once (to float rounding):
-    the read starts on a sample where the two rates' grids meet and covers the resampling filter's reach, and zeros
-    stand in for samples beyond the file's ends as they do for the whole-file resampler. Formats libsndfile cannot
-    read (m4a, ...) are decoded whole, once, with ffmpeg (`audio_utils.decode_audio_file`, as plain pipeline calls do),
-    so for them the recording does sit in memory (4 bytes per sample at the target rate). Errors are `ValueError`s
-    naming the file; a truncated file (header announcing more data than present) gives a warning naming it.
-    """
-
-    def __init__(self, path: str | os.PathLike, target_rate: int) -> None:
-        self.path = os.fspath(path)
-        if self.path.startswith(("http://", "https://")):
-            raise ValueError(f"chunk_length_s reads local files; download {self.path!r} first")
-        self.target_rate = target_rate
-        self._whole: torch.Tensor | None = None
-        try:
-            with soundfile.SoundFile(self.path) as handle:
-                warn_if_truncated(handle, self.path)
-                self.file_rate, self.file_frames = handle.samplerate, handle.frames
-        except (RuntimeError, OSError, TypeError, ValueError):  # missing, corrupt or not a libsndfile format
-            self._whole = torch.from_numpy(decode_audio_file(self.path, target_rate))  # raises naming the file
-            self.file_rate, self.file_frames = target_rate, self._whole.shape[0]
-        self.num_samples = -(-self.file_frames * target_rate // self.file_rate)
-        gcd = math.gcd(self.file_rate, target_rate)
-        self._file_step, self._target_step = self.file_rate // gcd, target_rate // gcd
-        reach = _RESAMPLING_MARGIN * self.file_rate / min(self.file_rate, target_rate)
-        self._margin_blocks = math.ceil(reach / self._file_step) + 1
-
-    def read(self, start: int, end: int) -> torch.Tensor:
-        """Samples [start, end) at the target rate, as float32."""
-        if self._whole is not None:
-            return self._whole[start:end]
-        first_block = start // self._target_step - self._margin_blocks
-        last_block = -(-end // self._target_step) + self._margin_blocks
-        file_start, file_end = first_block * self._file_step, last_block * self._file_step
-        segment = self._read_file(file_start, file_end)
-        resampled = resample(segment, self.file_rate, self.target_rate)
-        offset = start - first_block * self._target_step
-        return resampled[offset : offset + end - start]
-
-    def _read_file(self, file_start: int, file_end: int) -> torch.Tensor:
-        """File samples [file_start, file_end), channel 0, with zeros outside the file."""
-        lo, hi = max(file_start, 0), min(file_end, self.file_frames)
-        try:
-            with soundfile.SoundFile(self.path) as handle:
-                handle.seek(lo)
-                data = handle.read(hi - lo, dtype="float32", always_2d=True)[:, 0]
-        except (RuntimeError, OSError, ValueError) as err:  # changed or removed since it was opened
-            raise ValueError(f"could not read audio file {self.path!r}: {err}") from err
-        padded = np.zeros(file_end - file_start, dtype=np.float32)
-        padded[lo - file_start : lo - file_start + len(data)] = data
-        if not np.isfinite(data).all():
-            raise ValueError(f"{self.path} contains NaN or infinite samples")
-        return torch.from_numpy(padded)
+def window_source(source: AudioSource, sampling_rate: int) -> AudioFile | WaveformWindows:
+    """Where a recording's windows are read from: a local file window by window (`audio_io.AudioFile`), any other
+    source (URL, bytes, dict, array) decoded whole by `audio_io.load_audio`, so both equal a plain call's samples."""
+    if isinstance(source, (str, os.PathLike)) and not os.fspath(source).startswith(("http://", "https://")):
+        return AudioFile(source, sampling_rate)
+    return WaveformWindows(load_audio(source, sampling_rate))
 
 
 def iter_window_batches(
-    source: WaveformWindows | FileWindows, plan: WindowPlan, batch_size: int
+    source: AudioFile | WaveformWindows, plan: WindowPlan, batch_size: int
 ) -> Iterator[list[torch.Tensor]]:
     """The plan's windows, `batch_size` at a time, read lazily from `source`."""
     for first in range(0, len(plan.starts), batch_size):

@@ -4,10 +4,11 @@ transformers' `AudioClassificationPipeline` resamples `{"raw", "sampling_rate"}`
 without it), decodes file paths with the ffmpeg binary, and truncates everything to the model's fixed length. For
 models whose feature extractor is ours, this subclass
 
-- decodes files with soundfile (ffmpeg stays the fallback for formats libsndfile cannot read) and lets the feature
-  extractor resample in torch;
+- reads every input (path, URL, bytes, file object, dict, array) with `audio_io.load_audio`, the loader all doors
+  share: soundfile, ffmpeg as the fallback, the mean of the channels, our resampler;
 - with `chunk_length_s`, tags recordings of any length: overlapping windows (`stride_length_s` seconds of overlap,
-  see `long_audio.plan_windows`) are read lazily, featurised and classified `window_batch_size` at a time, and the
+  see `long_audio.plan_windows`) are read lazily, featurised as plain calls are (a checkpoint without masks gets its
+  `max_length` padding) and classified `window_batch_size` at a time, and the
   per-window scores are aggregated over the recording (`aggregation="max"` or `"mean"`); `return_timestamps=True`
   adds each window's `{start, end, labels}` (seconds; labels above `threshold`, else the top_k);
 - for checkpoints whose extractor returns attention masks (`return_attention_mask: true`, i.e. trained with them),
@@ -29,20 +30,20 @@ from __future__ import annotations
 from collections.abc import Iterator, Sized
 from typing import Any
 
-import httpx
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import BatchFeature
-from transformers.pipelines.audio_classification import AudioClassificationPipeline, ffmpeg_read
+from transformers.pipelines.audio_classification import AudioClassificationPipeline
 from transformers.pipelines.base import pad_collate_fn
 
-from .audio_utils import decode_audio_file
-from .fbank import FrameSpec
+from .audio_io import load_audio
+from .fbank import num_samples_for_frames
 from .feature_extraction_ast import ASTFeatureExtractor
-from .long_audio import FileWindows, WaveformWindows, check_window_lengths, is_number, iter_window_batches, plan_windows
+from .long_audio import check_window_lengths, is_number, iter_window_batches, plan_windows, window_source
 from .modeling_ast import class_scores
 from .pipeline_batches import ON_ERROR, classify_many
+
+__all__ = ["ASTAudioClassificationPipeline"]
 
 _AGGREGATIONS = ("max", "mean")
 _LONG_AUDIO_OPTIONS = (
@@ -156,53 +157,33 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
         on_error: str = "raise",
     ) -> dict[str, Any]:
         """One clip -> raw (un-normalised) features: `input_values` (1, frames, F) float32 and, for checkpoints with
-        masks, `attention_mask` (1, frames) with frames = the clip's own (real length); else `max_length` frames.
+        masks, `attention_mask` (1, frames) with frames = the clip's own (real length, at least one patch); else
+        `max_length` frames. Any source goes through `audio_io.load_audio`, the loader every door shares.
         `on_error` applies to many inputs (`get_iterator`); a single input's error is raised."""
         if not isinstance(self.feature_extractor, ASTFeatureExtractor):
             return super().preprocess(inputs)
-        if chunk_length_s is not None:
-            return self._plan_long_audio(inputs, chunk_length_s, stride_length_s)
         target_rate = self.feature_extractor.sampling_rate
-        if isinstance(inputs, str) and not inputs.startswith(("http://", "https://")):
-            inputs = decode_audio_file(inputs, sampling_rate=target_rate)  # errors name the file and the reason
-        if isinstance(inputs, (str, bytes)):
-            inputs = ffmpeg_read(_read_bytes(inputs), target_rate).copy()  # writable, for torch
-        waveform, sampling_rate = _waveform_and_rate(inputs, target_rate)
-        _check_mono(waveform)
+        if chunk_length_s is not None:
+            source = window_source(inputs, target_rate)
+            min_samples = num_samples_for_frames(self.model.config.patch_size, target_rate)
+            plan = plan_windows(source.num_samples, target_rate, chunk_length_s, stride_length_s, min_samples)
+            return {"window_source": source, "window_plan": plan}
+        return self._features([load_audio(inputs, target_rate)], truncation=True, do_normalize=False)
+
+    def _features(self, waveforms: list[torch.Tensor], truncation: bool, do_normalize: bool = True) -> BatchFeature:
+        """Features of waveforms at the extractor's rate, padded as the checkpoint was trained: to the longest clip
+        (at least one patch) with a mask when it has masks, else to `max_length` frames. Plain calls are cut to
+        `max_length` (`truncation`); long-audio windows are not (nothing is cut from a window the caller asked for)."""
         real_length = bool(self.feature_extractor.return_attention_mask)
-        features = self.feature_extractor(
-            waveform,
-            sampling_rate=sampling_rate,
+        return self.feature_extractor(
+            waveforms,
+            sampling_rate=self.feature_extractor.sampling_rate,
             padding="longest" if real_length else "max_length",
-            do_normalize=False,
+            truncation=truncation,
+            min_frames=self.model.config.patch_size,
+            do_normalize=do_normalize,
             return_tensors="pt",
         )
-        return self._at_least_one_patch(features) if real_length else features
-
-    def _at_least_one_patch(self, features: BatchFeature) -> BatchFeature:
-        """Pad a clip shorter than one patch to `patch_size` frames (raw `padding_value`, mask 0), as the
-        fixed-length AST sees it: the model needs at least one patch of frames."""
-        missing = self.model.config.patch_size - features["input_values"].shape[1]
-        if missing <= 0:
-            return features
-        features["input_values"] = F.pad(
-            features["input_values"], (0, 0, 0, missing), value=self.feature_extractor.padding_value
-        )
-        features["attention_mask"] = F.pad(features["attention_mask"], (0, missing), value=0)
-        return features
-
-    def _plan_long_audio(self, inputs: Any, chunk_length_s: float, stride_length_s: float) -> dict[str, Any]:
-        """A lazy window source and its window plan; nothing is featurised yet."""
-        target_rate = self.feature_extractor.sampling_rate
-        if isinstance(inputs, str):
-            source = FileWindows(inputs, target_rate)
-        else:
-            waveform, sampling_rate = _waveform_and_rate(inputs, target_rate)
-            source = WaveformWindows(waveform, sampling_rate, target_rate)
-        spec = FrameSpec.for_rate(target_rate)
-        min_samples = spec.size + (self.model.config.patch_size - 1) * spec.shift  # one patch of frames
-        plan = plan_windows(source.num_samples, target_rate, chunk_length_s, stride_length_s, min_samples)
-        return {"window_source": source, "window_plan": plan}
 
     def _forward(self, model_inputs: dict[str, Any], window_batch_size: int = 8) -> Any:
         if "window_plan" not in model_inputs:
@@ -210,10 +191,7 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
         plan = model_inputs["window_plan"]
         logits = []
         for windows in iter_window_batches(model_inputs["window_source"], plan, window_batch_size):
-            features = self.feature_extractor(
-                windows, sampling_rate=plan.sampling_rate, padding="longest", truncation=False, return_tensors="pt"
-            )
-            features = features.to(self.device)
+            features = self._features(windows, truncation=False).to(self.device)
             if self.dtype is not None:
                 features = features.to(dtype=self.dtype)
             logits.append(self.model(**features).logits.float().cpu())
@@ -273,32 +251,3 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
 
 def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _read_bytes(inputs: str | bytes) -> bytes:
-    """The bytes of a URL (fetched as transformers' pipeline fetches them), or bytes as given, for ffmpeg to decode
-    (file paths are decoded by `decode_audio_file` before this)."""
-    if isinstance(inputs, bytes):
-        return inputs
-    return httpx.get(inputs, follow_redirects=True).content
-
-
-def _check_mono(waveform: np.ndarray | torch.Tensor) -> None:
-    if np.ndim(waveform) != 1:
-        raise ValueError(
-            f"audio-classification expects one mono clip (a 1-D array), got shape {tuple(np.shape(waveform))}; "
-            "pick a channel or average them first"
-        )
-
-
-def _waveform_and_rate(inputs: Any, default_rate: int) -> tuple[np.ndarray | torch.Tensor, int]:
-    """Split a pipeline input (array, tensor or {"raw"|"array", "sampling_rate"} dict) into samples and their rate."""
-    if not isinstance(inputs, dict):
-        return inputs, default_rate
-    if "sampling_rate" not in inputs or not ("raw" in inputs or "array" in inputs):
-        raise ValueError(
-            'a dict input needs the samples under "raw" (or "array", as in datasets) and their "sampling_rate"; '
-            f"got keys {sorted(inputs)}"
-        )
-    waveform = inputs["raw"] if "raw" in inputs else inputs["array"]
-    return waveform, inputs["sampling_rate"]

@@ -14,38 +14,18 @@ workers for the whole run.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import soundfile
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .audio_io import audio_duration, source_name
+
+__all__ = ["ON_ERROR", "StreamedInputs", "classify_many", "length_grouped_batches"]
+
 LOOK_AHEAD_BATCHES = 8
 ON_ERROR = ("raise", "return")
-
-
-def describe(item: Any) -> str:
-    """How an input is named in error messages: a path as itself, anything else by its type."""
-    if isinstance(item, (str, os.PathLike)):
-        return repr(os.fspath(item))
-    if isinstance(item, dict) and isinstance(item.get("path"), str):
-        return repr(item["path"])
-    return f"a {type(item).__name__} input"
-
-
-def duration(item: Any) -> float:
-    """Seconds of audio in an input when cheap to know (a file header, an array's length), else 0."""
-    try:
-        if isinstance(item, (str, os.PathLike)):
-            return soundfile.info(os.fspath(item)).duration
-        if isinstance(item, dict) and "sampling_rate" in item:
-            samples = item["raw"] if "raw" in item else item["array"]
-            return len(samples) / item["sampling_rate"]
-    except Exception:  # noqa: BLE001  (an unreadable input is reported when it is decoded, in order)
-        return 0.0
-    return 0.0
 
 
 class StreamedInputs(Dataset):
@@ -70,12 +50,12 @@ def length_grouped_batches(inputs: Sequence[Any], batch_size: int) -> Iterator[l
     for first in range(0, len(inputs), block):
         indices = range(first, min(first + block, len(inputs)))
         if known:
-            durations = {index: duration(inputs[index]) for index in indices}
+            durations = {index: audio_duration(inputs[index]) for index in indices}
             indices = sorted(indices, key=durations.__getitem__)
         yield from (list(indices[start : start + batch_size]) for start in range(0, len(indices), batch_size))
 
 
-class PreprocessedInputs(Dataset):
+class _PreprocessedInputs(Dataset):
     """Item i: (i, features) or (i, error message naming the input); preprocess runs in the DataLoader's workers."""
 
     def __init__(self, inputs: Sequence[Any], preprocess: Callable[..., dict], params: dict[str, Any]) -> None:
@@ -89,7 +69,7 @@ class PreprocessedInputs(Dataset):
         try:
             return index, dict(self.preprocess(item, **self.params))
         except Exception as err:  # noqa: BLE001  (any decoding failure becomes a message naming the input)
-            return index, f"could not classify {describe(item)}: {type(err).__name__}: {err}"
+            return index, f"could not classify {source_name(item)}: {type(err).__name__}: {err}"
 
 
 def classify_many(
@@ -107,7 +87,7 @@ def classify_many(
     if isinstance(inputs, StreamedInputs):
         inputs = inputs.inputs
     loader = DataLoader(
-        PreprocessedInputs(inputs, preprocess, preprocess_params),
+        _PreprocessedInputs(inputs, preprocess, preprocess_params),
         batch_sampler=length_grouped_batches(inputs, batch_size),
         num_workers=num_workers,
         collate_fn=list,

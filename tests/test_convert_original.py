@@ -342,7 +342,7 @@ def pipeline_scores(output_dir: Path, wav: Path) -> tuple[dict[str, float], torc
     num_labels = classifier.model.config.num_labels
     result = classifier(str(wav), top_k=num_labels)
     features = classifier.feature_extractor(
-        modeling_ast.audio_utils.load_audio(wav, sampling_rate=16000), sampling_rate=16000, return_tensors="pt"
+        modeling_ast.audio_io.load_audio(wav, sampling_rate=16000), sampling_rate=16000, return_tensors="pt"
     )
     with torch.no_grad():
         logits = classifier.model(**features).logits[0]

@@ -17,7 +17,7 @@ import transformers
 
 from modeling_ast import ASTConfig, ASTForAudioClassification
 from modeling_ast.training.collator import AudioCollator
-from modeling_ast.training.datasets import num_samples_for_frames
+from modeling_ast.fbank import num_samples_for_frames
 from modeling_ast.training.decoding import decode_example
 from modeling_ast.training.sources import folder_examples, manifest_examples
 from modeling_ast.training.starting_points import feature_extractor_for

@@ -19,8 +19,9 @@ import torch
 import transformers
 
 from modeling_ast import audio_utils
-from modeling_ast.audio_utils import load_audio, resample, to_float_waveform
-from modeling_ast.fbank import kaldi_fbank, kaldi_mel_banks, num_frames
+from modeling_ast.audio_io import load_audio, read_audio
+from modeling_ast.audio_utils import resample, to_float_waveform
+from modeling_ast.fbank import kaldi_fbank, kaldi_mel_banks, log_mel_into, num_frames
 from modeling_ast.feature_extraction_ast import ASTFeatureExtractor
 
 try:
@@ -58,6 +59,14 @@ def fsdd_16k(fsdd_dir) -> list[np.ndarray]:
 
 def normalise(fbank: np.ndarray) -> np.ndarray:
     return (fbank - MEAN) / (2 * STD)
+
+
+def float64_fbank(wave: np.ndarray) -> np.ndarray:
+    """Kaldi filter banks computed in float64 (`fbank.log_mel_into` in double precision): the value both float32
+    implementations round, to tell rounding from error."""
+    out = torch.empty(1, num_frames(len(wave)), 128, dtype=torch.float64)
+    log_mel_into(out, [torch.from_numpy(wave).double()], SR)
+    return out[0].numpy()
 
 
 def torchaudio_fbank(wave: np.ndarray) -> np.ndarray:
@@ -112,13 +121,19 @@ def test_fbank_matches_torchaudio(reference, extractor, name):
 
     raw = kaldi_fbank(torch.from_numpy(wave)[None])[0].numpy()
     assert raw.shape == expected.shape == (num_frames(len(wave)), 128)
-    # Measured 1.2e-7 (torch 2.13 vs the fixture's 2.9, both MKL FFT). An FFT library with other roundings could
-    # move the few ill-conditioned values (lowest bins after DC removal / pre-emphasis) by up to ~1e-4.
-    assert np.abs(normalise(raw) - normalise(expected)).max() <= 1e-4
+    # Both are float32 computations of the same formula; the log magnifies their rounding in bins of tiny energy.
+    # On an AMD EPYC ours matched the fixture to 1.2e-7; on an Intel Xeon (other MKL FFT code paths) they differ by up
+    # to 1.0e-2 in such bins, where the fixture itself is 8.3e-3 from the float64 value. So: where energies are not
+    # tiny (exact log-mel > -8) they agree to 5e-4 (measured 1.9e-4), and everywhere ours is no further from the
+    # float64 value than torchaudio's float32 is (measured: always closer).
+    exact = float64_fbank(wave)
+    conditioned = exact > -8
+    assert np.abs(raw - expected)[conditioned].max() <= 5e-4
+    assert np.abs(raw - exact).max() <= np.abs(expected - exact).max() + 1e-5
 
     ours = features(extractor, wave)[0]  # default: padded to 1024 frames
     frames = expected.shape[0]
-    assert np.abs(ours[:frames] - normalise(expected)).max() <= 1e-4
+    np.testing.assert_allclose(ours[:frames], normalise(raw), rtol=0, atol=1e-6)
     np.testing.assert_allclose(ours[frames:], PAD_VALUE, rtol=0, atol=1e-6)
 
 
@@ -241,14 +256,15 @@ def test_matches_builtin_on_noise_and_tones(extractor):
 
 
 def test_no_further_from_builtin_than_torchaudio(reference, extractor):
-    """On the fixture waveforms our distance to the built-in is torchaudio's own distance to it (up to 8.5e-4)."""
+    """On the fixture waveforms our distance to the built-in is torchaudio's own distance to it (up to 8.5e-4), give
+    or take float32 rounding in bins of tiny energy (measured: 0 on an AMD EPYC, 1.1e-5 more on an Intel Xeon)."""
     waves = [reference[f"wave_{name}"] for name in FIXTURE_WAVES]
     theirs = builtin_features(waves)
     for wave, name, builtin in zip(waves, FIXTURE_WAVES, theirs):
         frames = num_frames(len(wave))
         ours = features(extractor, wave)[0, :frames]
         torchaudio_distance = np.abs(normalise(reference[f"fbank_{name}"]) - builtin[:frames]).max()
-        assert np.abs(ours - builtin[:frames]).max() <= torchaudio_distance + 1e-5, name
+        assert np.abs(ours - builtin[:frames]).max() <= torchaudio_distance + 5e-5, name
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -354,7 +370,8 @@ def test_max_length_override_and_constructor_flags():
 def test_no_normalisation_gives_raw_log_mel(reference):
     wave = reference["wave_white_noise"]
     raw = ASTFeatureExtractor(do_normalize=False)(wave, sampling_rate=SR, padding="longest", return_tensors="np")
-    np.testing.assert_allclose(raw["input_values"][0], reference["fbank_white_noise"], rtol=0, atol=1e-4)
+    # the fbank module's filter banks as they are (their parity with torchaudio: test_fbank_matches_torchaudio)
+    np.testing.assert_allclose(raw["input_values"][0], kaldi_fbank(torch.from_numpy(wave)[None])[0], rtol=0, atol=1e-6)
 
 
 def test_normalize_turns_raw_filter_banks_into_the_normalised_output_bit_for_bit(extractor, fsdd_16k):
@@ -546,17 +563,18 @@ def test_to_float_waveform_scales_pcm():
 
 def test_load_audio(fsdd_dir, tmp_path):
     path = fsdd_dir / "0_george_0.wav"
-    native = load_audio(path, sampling_rate=None)
+    native, file_rate = read_audio(path)
     pcm, rate = soundfile.read(path, dtype="int16")
-    assert rate == 8000 and native.dtype == np.float32
+    assert rate == file_rate == 8000 and native.dtype == torch.float32
     np.testing.assert_array_equal(native, pcm / np.float32(32768))
     upsampled = load_audio(path)
     assert upsampled.shape == (2 * len(pcm),)
-    np.testing.assert_allclose(upsampled, resample(torch.from_numpy(native), 8000, SR).numpy())
+    torch.testing.assert_close(upsampled, resample(native, 8000, SR), atol=0, rtol=0)
 
     stereo = tmp_path / "stereo.wav"
-    soundfile.write(stereo, np.stack([tone(440, 0.1), -tone(440, 0.1) * 0.5], axis=1), SR, subtype="FLOAT")
-    np.testing.assert_array_equal(load_audio(stereo), tone(440, 0.1))  # channel 0, no resampling
+    channels = np.stack([tone(440, 0.1), -tone(440, 0.1) * 0.5], axis=1)
+    soundfile.write(stereo, channels, SR, subtype="FLOAT")
+    np.testing.assert_array_equal(load_audio(stereo), channels.mean(axis=1))  # the mean of the channels, at SR
 
     garbage = tmp_path / "not_audio.wav"
     garbage.write_bytes(b"this is not a wav file")

@@ -6,7 +6,7 @@ import torch
 from transformers import pipeline
 
 from modeling_ast import ASTFeatureExtractor
-from modeling_ast.audio_utils import load_audio
+from modeling_ast.audio_io import load_audio
 from modeling_ast.onnx_inference import ASTOnnxForAudioClassification
 from test_onnx import LOGIT_TOLERANCE, int8_errors_and_checked
 

@@ -9,8 +9,9 @@ import transformers
 
 import modeling_ast  # noqa: F401  (registers the pipeline)
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
-from modeling_ast.audio_utils import load_audio, resample
-from modeling_ast.long_audio import FileWindows, plan_windows
+from modeling_ast.audio_io import AudioFile, read_audio
+from modeling_ast.audio_utils import resample
+from modeling_ast.long_audio import plan_windows
 
 MIN_SAMPLES = 400 + 15 * 160  # one 16-frame patch at 16 kHz
 
@@ -32,7 +33,7 @@ def tagger(tmp_path_factory):
 @pytest.fixture(scope="module")
 def recording(fsdd_dir, tmp_path_factory):
     """About 13 s of real speech at 8 kHz: 30 FSDD clips in a row, written as one wav file."""
-    clips = [load_audio(path, sampling_rate=None) for path in sorted(fsdd_dir.glob("*_jackson_1*.wav"))[:30]]
+    clips = [read_audio(path)[0].numpy() for path in sorted(fsdd_dir.glob("*_jackson_1*.wav"))[:30]]
     waveform = np.concatenate(clips)
     path = tmp_path_factory.mktemp("long") / "speech.wav"
     soundfile.write(path, waveform, 8000)
@@ -73,7 +74,7 @@ def test_file_windows_equal_the_whole_file_resampled(tmp_path, rate, recording):
     path = tmp_path / "speech.wav"
     soundfile.write(path, waveform, rate, subtype="FLOAT")
     whole = resample(torch.from_numpy(waveform), rate, 16000)
-    windows = FileWindows(path, 16000)
+    windows = AudioFile(path, 16000)
     assert windows.num_samples == whole.shape[0]
     for start, end in [(0, 16000), (12345, 40000), (whole.shape[0] - 20000, whole.shape[0])]:
         torch.testing.assert_close(windows.read(start, end), whole[start:end], atol=1e-5, rtol=0)
@@ -143,5 +144,5 @@ def test_bad_long_audio_input_is_named(tagger):
         tagger(noisy, chunk_length_s=1.0)
     with pytest.raises(ValueError, match=r"the audio has 800 samples"):
         tagger(np.zeros(800, dtype=np.float32), chunk_length_s=1.0)
-    with pytest.raises(ValueError, match=r"one mono clip \(1-D\)"):
+    with pytest.raises(ValueError, match=r"one mono clip \(a 1-D array\)"):
         tagger({"raw": np.zeros((2, 16000), dtype=np.float32), "sampling_rate": 16000}, chunk_length_s=1.0)

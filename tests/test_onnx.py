@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
-from modeling_ast.audio_utils import load_audio
+from modeling_ast.audio_io import load_audio
 from modeling_ast.conversion.cli import export_onnx_main
 from modeling_ast.conversion.onnx import export_onnx
 

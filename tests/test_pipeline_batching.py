@@ -11,7 +11,7 @@ import transformers
 
 import modeling_ast  # noqa: F401  (registers the pipeline)
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
-from modeling_ast.audio_utils import load_audio
+from modeling_ast.audio_io import load_audio, read_audio
 
 LABELS = 6
 MAX_LENGTH = 300
@@ -168,7 +168,7 @@ def many_files(fsdd_dir, tmp_path_factory):
     paths = []
     for index, source in enumerate(sorted(fsdd_dir.glob("*.wav"))[:12]):
         rate = (8000, 16000, 44100)[index % 3]
-        waveform = resample(torch.from_numpy(load_audio(source, sampling_rate=None)), 8000, rate).numpy()
+        waveform = resample(read_audio(source)[0], 8000, rate).numpy()
         waveform = np.tile(waveform, 1 + index % 4)[: int(rate * (0.2 + 0.1 * ((index * 5) % 13)))]
         path = folder / f"clip{index}.{'flac' if index % 2 else 'wav'}"
         soundfile.write(path, waveform, rate)

@@ -16,7 +16,7 @@ import torch
 from transformers import pipeline
 
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
-from modeling_ast.audio_utils import load_audio
+from modeling_ast.audio_io import load_audio, read_audio
 from modeling_ast.fbank import kaldi_mel_banks
 
 SR = 16000
@@ -172,21 +172,23 @@ def test_decoding_errors_name_the_file_and_both_decoders_reasons(classifier, bad
 
 
 def test_a_bad_sampling_rate_is_refused_before_any_decoding(bad_files, monkeypatch):
-    """A bad target rate is the caller's error, not the file's: before, it made `decode_audio_file` treat the
-    readable file as undecodable and start ffmpeg on it."""
-    import modeling_ast.audio_utils as audio_utils
+    """A bad target rate is the caller's error, not the file's: it once made the decoder treat the readable file as
+    undecodable and start ffmpeg on it."""
+    import modeling_ast.audio_io as audio_io
 
     _, source = bad_files
     ffmpeg_calls = []
-    monkeypatch.setattr(audio_utils, "_ffmpeg_decode", lambda name: ffmpeg_calls.append(name) or (None, None))
+    monkeypatch.setattr(audio_io, "_ffmpeg_to_wav", lambda path, output: ffmpeg_calls.append(path))
     with pytest.raises(ValueError, match="sampling_rate must be positive"):
-        audio_utils.decode_audio_file(source, sampling_rate=0)
+        audio_io.load_audio(source, sampling_rate=0)
     assert ffmpeg_calls == []
 
 
-def test_chunk_mode_does_not_take_urls(classifier):
-    with pytest.raises(ValueError, match="chunk_length_s reads local files; download 'http://127.0.0.1:9/a.wav'"):
-        classifier("http://127.0.0.1:9/a.wav", chunk_length_s=1.0)
+def test_an_unreachable_url_is_named_in_chunk_mode_too(classifier):
+    # a URL is downloaded and decoded by the one loader, in long-audio mode as in plain calls
+    for kwargs in ({}, {"chunk_length_s": 1.0}):
+        with pytest.raises(ValueError, match="could not download audio 'http://127.0.0.1:9/a.wav'"):
+            classifier("http://127.0.0.1:9/a.wav", **kwargs)
 
 
 @pytest.mark.parametrize("chunk_length_s", [None, 0.5])
@@ -204,7 +206,7 @@ def test_a_truncated_wav_warns_naming_the_file(classifier, bad_files, chunk_leng
     with pytest.warns(UserWarning, match=rf"audio file '{truncated}' is truncated"):
         classifier(truncated, **kwargs)
     with pytest.warns(UserWarning, match="is truncated"):
-        assert len(load_audio(truncated, None)) == soundfile.info(truncated).frames
+        assert len(read_audio(truncated)[0]) == soundfile.info(truncated).frames
 
 
 # --- memory --------------------------------------------------------------------------------------------------------

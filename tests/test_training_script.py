@@ -248,24 +248,24 @@ def test_unreadable_files_stop_the_run_or_are_skipped_and_counted(script, clips,
     result = script.main(
         argv + ["--output_dir", str(tmp_path / "c"), "--num_train_epochs", "1", "--on_bad_file", "skip"]
     )
-    assert result["skipped_files"] == {"train": 2, "eval": 0}
+    assert result["skipped_files"] == {"train": 1, "eval": 0}
     assert "skipped unreadable audio: 2 training clip(s), 0 eval clip(s)" in capsys.readouterr().out
 
 
-def test_too_short_and_overflowing_clips_are_bad_files(script, clips, tmp_path):
-    """A 10 ms clip has no 25 ms frame and a float WAV of amplitude 1e20 overflows the filter banks (NaN loss): both
-    stop the run naming the file, and `--on_bad_file skip` skips them and trains on the rest with finite losses."""
+def test_too_short_clips_are_bad_files_and_loud_ones_train(script, clips, tmp_path):
+    """A 10 ms clip has no 25 ms frame: it stops the run naming the file, and `--on_bad_file skip` skips it. A float
+    WAV of amplitude 1e20 (its filter banks overflow float32) is no bad file: the feature extractor computes it in
+    float64, in training as at inference (one amplitude policy), and the run trains on it with finite losses."""
     soundfile.write(tmp_path / "short.wav", np.full(160, 0.1, dtype=np.float32), 16000)
     loud = np.sin(np.arange(16000, dtype=np.float32) * 0.2) * np.float32(1e20)
     soundfile.write(tmp_path / "loud.wav", loud.astype(np.float32), 16000, subtype="FLOAT")
     entries = [(str(clips / row["path"]), row["label"]) for row in rows(clips / "train.csv")]
     argv = ["--eval_file", str(clips / "eval.csv"), "--num_train_epochs", "1"] + TINY
-    for bad, reason in [("short.wav", "160 samples at 16000 Hz, fewer than one 25 ms frame"), ("loud.wav", "peak")]:
-        train = tmp_path / f"train_{bad}.csv"
-        with train.open("w", newline="") as handle:
-            csv.writer(handle).writerows([("path", "label"), *entries, (str(tmp_path / bad), "tone")])
-        with pytest.raises(ValueError, match=rf"cannot read audio .*{bad}: {reason}"):
-            script.main(argv + ["--train_file", str(train), "--output_dir", str(tmp_path / f"run_{bad}")])
+    train = tmp_path / "train_short.csv"
+    with train.open("w", newline="") as handle:
+        csv.writer(handle).writerows([("path", "label"), *entries, (str(tmp_path / "short.wav"), "tone")])
+    with pytest.raises(ValueError, match="cannot read audio .*short.wav: 160 samples at 16000 Hz, fewer than one 25 ms"):
+        script.main(argv + ["--train_file", str(train), "--output_dir", str(tmp_path / "run_short")])
     train = tmp_path / "train.csv"
     with train.open("w", newline="") as handle:
         bad_rows = [(str(tmp_path / "short.wav"), "tone"), (str(tmp_path / "loud.wav"), "tone")]

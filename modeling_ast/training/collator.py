@@ -82,13 +82,9 @@ class AudioCollator:
             return_attention_mask=True,
             return_tensors="pt",
             do_normalize=False,  # SpecAugment must see the raw filter banks
+            min_frames=self.min_frames,
         )
-        features, mask = batch["input_values"], batch["attention_mask"].bool()
-        missing = self.min_frames - features.shape[1]
-        if missing > 0:
-            features = torch.nn.functional.pad(features, (0, 0, 0, missing), value=extractor.padding_value)
-            mask = torch.nn.functional.pad(mask, (0, missing), value=False)
-        return features, mask
+        return batch["input_values"], batch["attention_mask"].bool()
 
     def augment_and_normalize(
         self, features: torch.Tensor, mask: torch.Tensor, seeds: Sequence[int | None]

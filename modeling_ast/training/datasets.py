@@ -16,14 +16,13 @@ from typing import Any, TypedDict
 import torch
 
 from ..audio_utils import check_sampling_rate
-from ..fbank import FrameSpec
 from .augment import AugmentConfig, mix_targets, mix_waveforms, random_crop, random_int, sample_mixup_lambda
 from .decoding import SAMPLING_RATE, BadFileLog, OnBadFile, UnreadableAudioError, check_on_bad_file, decode_example
 from .labels import LabelSpace
 from .sampling import WAVEFORM_STAGE, DrawKey, derive_seed, seeded_generator
 from .sources import Example
 
-__all__ = ["AudioDataset", "Item", "StreamingAudioDataset", "num_samples_for_frames"]
+__all__ = ["AudioDataset", "Item", "StreamingAudioDataset"]
 
 class _RequiredItemKeys(TypedDict):
     audio: torch.Tensor
@@ -40,14 +39,6 @@ class Item(_RequiredItemKeys, total=False):
 
 Partner = Callable[[torch.Generator], tuple[torch.Tensor, list[str]] | None]
 """Draws a mixup partner clip (waveform, labels) with the generator it is given, or None when there is none."""
-
-
-def num_samples_for_frames(frames: int, sampling_rate: int = SAMPLING_RATE) -> int:
-    """Samples that give exactly `frames` Kaldi frames: (frames - 1) * 160 + 400 at 16 kHz."""
-    if frames < 1:
-        raise ValueError(f"frames must be positive, got {frames}")
-    spec = FrameSpec.for_rate(sampling_rate)
-    return (frames - 1) * spec.shift + spec.size
 
 
 class _LabelledClips:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,7 +11,7 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
-from ..audio_utils import check_sampling_rate, load_audio, resample, to_float_waveform
+from ..audio_io import load_audio
 from ..fbank import FrameSpec
 from .labels import list_names
 
@@ -27,7 +25,6 @@ __all__ = [
     "check_on_bad_file",
     "check_waveform",
     "decode_example",
-    "max_amplitude",
 ]
 
 SAMPLING_RATE = 16000
@@ -52,87 +49,45 @@ def _example_name(example: Mapping[str, Any]) -> str:
 
 
 def decode_example(example: Mapping[str, Any], sampling_rate: int = SAMPLING_RATE) -> torch.Tensor:
-    """The example's audio as a mono float32 (samples,) tensor at `sampling_rate` Hz.
+    """The example's audio as a mono float32 (samples,) tensor at `sampling_rate` Hz, read by `audio_io.load_audio`
+    (the loader every door shares: soundfile, ffmpeg as the fallback, the mean of the channels, our resampler).
 
-    Files and bytes are decoded with soundfile (channel 0 of multichannel audio) and resampled with
-    `audio_utils.resample`; arrays are taken at the example's `sampling_rate`. Raises `UnreadableAudioError` naming
-    the clip for a missing, corrupt or empty file, an unusable audio value, a clip shorter than one 25 ms frame (it
-    has no filter banks), non-finite samples, or samples beyond `max_amplitude` (its filter banks would overflow).
+    Arrays are taken at the example's `sampling_rate`. Raises `UnreadableAudioError` naming the clip for a missing,
+    corrupt or empty file, an unusable audio value, NaN or infinite samples, or a clip shorter than one 25 ms frame
+    (it has no filter banks).
     """
     name = _example_name(example)
-    audio, rate = example.get("audio"), example.get("sampling_rate")
-    if isinstance(audio, Mapping):  # a `datasets` audio dict: {"bytes", "path"} or {"array", "sampling_rate"}
-        rate = audio.get("sampling_rate", rate)
-        audio = next((audio[key] for key in ("bytes", "path", "array") if audio.get(key) is not None), None)
+    audio = example.get("audio")
     try:
-        if isinstance(audio, (str, os.PathLike)):
-            waveform = torch.from_numpy(load_audio(audio, sampling_rate))
-        elif isinstance(audio, (bytes, bytearray)):
-            waveform = _decode_bytes(bytes(audio), sampling_rate)
-        elif isinstance(audio, (np.ndarray, torch.Tensor, list)):
-            waveform = _array_waveform(audio, rate, sampling_rate)
-        elif audio is None:
+        if audio is None:
             raise ValueError("the example holds no audio (no bytes, path or array)")
-        else:
-            raise ValueError(f"unsupported audio value of type {type(audio).__name__}")
+        waveform = load_audio(_with_rate(audio, example.get("sampling_rate")), sampling_rate)
     except (ValueError, RuntimeError, OSError, TypeError) as error:
         raise UnreadableAudioError(name, str(error)) from error
     check_waveform(waveform, name, sampling_rate)
     return waveform
 
 
-def max_amplitude(sampling_rate: int = SAMPLING_RATE) -> float:
-    """The largest |sample| whose Kaldi filter banks are finite in float32, whatever the signal.
-
-    Why: a frame of `size` samples of |x| <= A is centred (|x| <= 2A), pre-emphasised (|x| <= 1.97 * 2A < 4A) and
-    windowed (<= 1), so each FFT bin is at most 4 A size in magnitude and its power (4 A size)^2; a mel energy sums
-    at most n_fft // 2 + 1 such powers with weights <= 1. Keeping that under float32's largest value gives the bound
-    (7.2e14 at 16 kHz): real audio is within [-1, 1], so only corrupt or wrongly scaled files come near it.
-    """
-    spec = FrameSpec.for_rate(sampling_rate)
-    largest_power = float(torch.finfo(torch.float32).max) / (spec.n_fft // 2 + 1)
-    return largest_power**0.5 / (4 * spec.size)
+def _with_rate(audio: Any, rate: int | None) -> Any:
+    """Samples as the loader's `{"array", "sampling_rate"}` dict (their rate is the example's); other audio as is."""
+    if isinstance(audio, Mapping) and audio.get("array") is not None and "sampling_rate" not in audio:
+        audio = audio["array"]
+    if isinstance(audio, (np.ndarray, torch.Tensor, list)):
+        if rate is None:
+            raise ValueError("audio given as an array needs its sampling_rate")
+        return {"array": audio, "sampling_rate": rate}
+    return audio
 
 
 def check_waveform(waveform: torch.Tensor, name: str, sampling_rate: int = SAMPLING_RATE) -> None:
-    """`UnreadableAudioError` naming the clip when a decoded (samples,) waveform at `sampling_rate` Hz cannot give
-    finite filter banks: fewer samples than one 25 ms frame, NaN or infinite samples, or beyond `max_amplitude`."""
+    """`UnreadableAudioError` naming the clip when a decoded (samples,) waveform at `sampling_rate` Hz holds fewer
+    samples than one 25 ms frame: it has no filter banks. (Any finite amplitude is fine: the feature extractor
+    computes loud clips in float64, so one amplitude policy holds for training and inference.)"""
     frame = FrameSpec.for_rate(sampling_rate).size
-    if waveform.numel() == 0:
-        raise UnreadableAudioError(name, "no samples")
     if waveform.numel() < frame:
         raise UnreadableAudioError(
             name, f"{waveform.numel()} samples at {sampling_rate} Hz, fewer than one 25 ms frame ({frame} samples)"
         )
-    # One pass over the samples: the max propagates NaN and |-inf| is inf, so a non-finite peak means such samples.
-    peak, limit = float(waveform.abs().max()), max_amplitude(sampling_rate)
-    if not math.isfinite(peak):
-        raise UnreadableAudioError(name, "NaN or infinite samples")
-    if peak > limit:
-        raise UnreadableAudioError(
-            name, f"peak amplitude {peak:.3g} is beyond {limit:.3g}, where its filter banks overflow float32 "
-            "(audio samples are expected within [-1, 1])",
-        )  # fmt: skip
-
-
-def _decode_bytes(data: bytes, sampling_rate: int) -> torch.Tensor:
-    """Decode an encoded audio file held in memory; channel 0, resampled to `sampling_rate`."""
-    import soundfile
-
-    samples, file_rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    waveform = torch.from_numpy(np.ascontiguousarray(samples[:, 0]))
-    return resample(waveform, file_rate, sampling_rate) if file_rate != sampling_rate else waveform
-
-
-def _array_waveform(samples: Any, rate: int | None, sampling_rate: int) -> torch.Tensor:
-    """A 1-D sample array at `rate` Hz, as float32 at `sampling_rate` Hz."""
-    if rate is None:
-        raise ValueError("audio given as an array needs its sampling_rate")
-    waveform = to_float_waveform(samples)
-    if waveform.dim() != 1:
-        raise ValueError(f"audio arrays must be 1-D mono, got shape {tuple(waveform.shape)}")
-    rate = check_sampling_rate(rate)
-    return resample(waveform, rate, sampling_rate) if rate != sampling_rate else waveform
 
 
 def check_on_bad_file(on_bad_file: str) -> None:

@@ -14,11 +14,9 @@ Every source yields examples `{"audio": path | bytes | array, "sampling_rate": i
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypedDict
@@ -27,12 +25,13 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
+from ..audio_io import AUDIO_EXTENSIONS
+from ..file_lists import ManifestRow, audio_files, is_saved_dataset, load_saved_split, read_manifest
 from .labels import LabelSpace, list_names
 
 logger = logging.get_logger(__name__)
 
 __all__ = [
-    "AUDIO_EXTENSIONS",
     "Example",
     "HubExamples",
     "StreamingHubExamples",
@@ -41,8 +40,6 @@ __all__ = [
     "manifest_examples",
 ]
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-"""File extensions `folder_examples` collects by default (those libsndfile decodes)."""
 
 AudioData = str | os.PathLike | bytes | np.ndarray | torch.Tensor | Mapping[str, Any]
 
@@ -117,7 +114,7 @@ def folder_examples(
     if not root.is_dir():
         raise FileNotFoundError(f"audio folder {root} does not exist")
     suffixes = _suffixes(extensions)
-    files = sorted(path for path in root.rglob("*") if path.is_file() and path.suffix.lower() in suffixes)
+    files = audio_files(root, suffixes)
     if not files:
         raise ValueError(f"no audio files ({', '.join(sorted(suffixes))}) found under {root}")
     label_pattern = None if label_regex is None else _compile(label_regex, "label_regex")
@@ -147,12 +144,8 @@ def _folder_label(relative: str, pattern: re.Pattern[str] | None) -> str:
     return "" if match is None else _label_from_match(match)
 
 
-ManifestRow = tuple[int, str, list[str]]
-"""(line number, audio path as written, labels) of one manifest row."""
-
-
 def manifest_examples(manifest: str | os.PathLike) -> list[Example]:
-    """Labelled clips listed in a CSV (`.csv`) or JSON Lines (`.jsonl`, `.json`) manifest.
+    """Labelled clips listed in a CSV (`.csv`) or JSON Lines (`.jsonl`, `.json`) manifest (`file_lists.read_manifest`).
 
     CSV: a header with a `path` column and a `label` (or `labels`) column; several labels of one clip are separated
     by `;`. JSON Lines: one object per line with `path` and `label` (or `labels`), a string or a list of strings.
@@ -165,21 +158,33 @@ def manifest_examples(manifest: str | os.PathLike) -> list[Example]:
     path = Path(manifest)
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} does not exist")
-    read_rows = _MANIFEST_READERS.get(path.suffix.lower())
-    if read_rows is None:
-        raise ValueError(f"manifest {path} must be a .csv or .jsonl file")
-    rows = read_rows(path)
+    rows = read_manifest(path)
     if not rows:
         raise ValueError(f"manifest {path} lists no files")
-    _warn_repeated_files(path, rows)
-    return [_path_example(path.parent / audio_path, labels) for _, audio_path, labels in rows]
+    labelled = [(row, _row_labels(path, row)) for row in rows]
+    _warn_repeated_files(path, labelled)
+    return [_path_example(row.resolved(path), labels) for row, labels in labelled]
 
 
-def _warn_repeated_files(manifest: Path, rows: Sequence[ManifestRow]) -> None:
+def _row_labels(manifest: Path, row: ManifestRow) -> list[str]:
+    """Labels of a row: `label` or `labels`; in CSV one string, `;`-separated, in JSON a string or list of strings."""
+    where = f"manifest {manifest}, line {row.line}"
+    if "label" not in row.fields and "labels" not in row.fields:
+        raise ValueError(f"{where}: no `label` (or `labels`) column; columns {sorted(row.fields)}")
+    value = row.fields.get("label", row.fields.get("labels"))
+    if manifest.suffix.lower() == ".csv":
+        return [label.strip() for label in (value or "").split(";") if label.strip()]
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(isinstance(label, str) for label in values):
+        raise ValueError(f"{where}: the label must be a string or a list of strings, got {value!r}")
+    return [label.strip() for label in values if label.strip()]
+
+
+def _warn_repeated_files(manifest: Path, rows: Sequence[tuple[ManifestRow, list[str]]]) -> None:
     """Warn about files listed on several rows: with the same labels (duplicates) or with different ones."""
     listings: dict[str, list[tuple[int, list[str]]]] = {}
-    for line, audio_path, labels in rows:
-        listings.setdefault(os.path.normpath(manifest.parent / audio_path), []).append((line, sorted(labels)))
+    for row, labels in rows:
+        listings.setdefault(os.path.normpath(row.resolved(manifest)), []).append((row.line, sorted(labels)))
     duplicates, conflicts = [], []
     for file, entries in listings.items():
         if len(entries) > 1:
@@ -199,59 +204,6 @@ def _warn_repeated_files(manifest: Path, rows: Sequence[ManifestRow]) -> None:
             f"manifest {manifest}: {len(conflicts)} file(s) listed under different labels (each row trains towards "
             f"its own; a clip with several labels is one row, labels separated by ';'): {list_names(conflicts)}"
         )
-
-
-def _csv_rows(path: Path) -> list[ManifestRow]:
-    """(line, path, labels) of each row of a `path,label` CSV manifest."""
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        fields = reader.fieldnames or []
-        label_field = "label" if "label" in fields else "labels"
-        if "path" not in fields or label_field not in fields:
-            raise ValueError(f"manifest {path} needs a header with `path` and `label` columns, got {fields}")
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            if not row["path"]:
-                raise ValueError(f"manifest {path}, line {line}: empty path")
-            labels = [label.strip() for label in (row[label_field] or "").split(";") if label.strip()]
-            rows.append((line, row["path"], labels))
-    return rows
-
-
-def _jsonl_rows(path: Path) -> list[ManifestRow]:
-    """(line, path, labels) of each line of a JSON Lines manifest."""
-    rows = []
-    with path.open() as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"manifest {path}, line {line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: invalid JSON: {error}") from None
-            if not isinstance(record, dict) or not isinstance(record.get("path"), str) or not record["path"]:
-                raise ValueError(f"{where}: expected an object with a `path` string")
-            rows.append((line_number, record["path"], _json_labels(record, where)))
-    return rows
-
-
-def _json_labels(record: dict[str, Any], where: str) -> list[str]:
-    """Labels of a JSON Lines record: `label` or `labels`, one string or a list of strings."""
-    value = record.get("label", record.get("labels"))
-    if value is None:
-        raise ValueError(f"{where}: no `label` (or `labels`) field")
-    values = [value] if isinstance(value, str) else value
-    if not isinstance(values, list) or not all(isinstance(label, str) for label in values):
-        raise ValueError(f"{where}: the label must be a string or a list of strings, got {value!r}")
-    return [label.strip() for label in values if label.strip()]
-
-
-_MANIFEST_READERS: dict[str, Callable[[Path], list[ManifestRow]]] = {
-    ".csv": _csv_rows,
-    ".jsonl": _jsonl_rows,
-    ".json": _jsonl_rows,
-}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -445,19 +397,11 @@ def _load_split(
     load_kwargs: dict[str, Any],
 ) -> Any:
     """The split as a `datasets.Dataset`, or an `IterableDataset` when streaming."""
-    path = Path(dataset_name)
-    saved = path.is_dir() and any((path / marker).is_file() for marker in ("dataset_dict.json", "state.json"))
-    if not saved:
+    if not is_saved_dataset(dataset_name):
         return datasets.load_dataset(
             os.fspath(dataset_name), config_name, split=split, streaming=streaming, **load_kwargs
         )
-    loaded = datasets.load_from_disk(os.fspath(path))
-    if isinstance(loaded, datasets.DatasetDict):
-        if split not in loaded:
-            raise ValueError(f"dataset {path} has no split {split!r}; its splits are {list(loaded)}")
-        loaded = loaded[split]
-    elif loaded.split is not None and str(loaded.split) != split:
-        raise ValueError(f"dataset {path} holds the {loaded.split!s} split only, not {split!r}")
+    loaded = load_saved_split(dataset_name, split)
     return loaded.to_iterable_dataset() if streaming else loaded
 
 

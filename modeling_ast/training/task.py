@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
+from ..fbank import num_samples_for_frames
 from ..feature_extraction_ast import ASTFeatureExtractor
 from .augment import AugmentConfig
-from .datasets import AudioDataset, StreamingAudioDataset, num_samples_for_frames
+from .datasets import AudioDataset, StreamingAudioDataset
 from .decoding import OnBadFile
 from .labels import LabelSpace, list_names, task_reason
 from .sampling import balanced_sample_weights
