@@ -1,11 +1,18 @@
 """Shared pytest fixtures: the real recordings the repository ships, a loopback Hub, and an exported small model."""
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FSDD_DIR = REPO_ROOT / "tests" / "data" / "fsdd"
+
+# Formats libsndfile cannot read (m4a) need the ffmpeg binary: CI installs it; a newcomer who skipped that apt line
+# sees these tests skipped with this reason instead of errors. Import it as `from conftest import requires_ffmpeg`.
+requires_ffmpeg = pytest.mark.skipif(
+    shutil.which("ffmpeg") is None, reason="needs the ffmpeg binary (Debian/Ubuntu package ffmpeg)"
+)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from transformers import pipeline
 
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 from modeling_ast.audio_io import load_audio, read_audio
+from conftest import requires_ffmpeg
 from modeling_ast.fbank import kaldi_mel_banks
 
 SR = 16000
@@ -154,8 +155,6 @@ def bad_files(tmp_path_factory, fsdd_dir):
     whole = source.read_bytes()
     (folder / "corrupt.wav").write_bytes(b"RIFF" + bytes(100))
     (folder / "truncated.wav").write_bytes(whole[: len(whole) // 2])
-    # ALAC is lossless: the m4a holds the WAV's 16-bit samples exactly
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(source), "-c:a", "alac", str(folder / "clip.m4a")], check=True)
     return folder, source
 
 
@@ -191,10 +190,14 @@ def test_an_unreachable_url_is_named_in_chunk_mode_too(classifier):
             classifier("http://127.0.0.1:9/a.wav", **kwargs)
 
 
+@requires_ffmpeg
 @pytest.mark.parametrize("chunk_length_s", [None, 0.5])
 def test_formats_only_ffmpeg_reads_decode_like_the_wav(classifier, bad_files, chunk_length_s):
     # same samples, same rate, same resampler: the lossless m4a must score exactly like its source WAV
     folder, source = bad_files
+    # ALAC is lossless: the m4a holds the WAV's 16-bit samples exactly
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(source), "-c:a", "alac", str(folder / "clip.m4a")],
+                   check=True)
     kwargs = {} if chunk_length_s is None else {"chunk_length_s": chunk_length_s, "stride_length_s": 0.1}
     assert scores(classifier(str(folder / "clip.m4a"), **kwargs)) == scores(classifier(str(source), **kwargs))
 

@@ -100,8 +100,8 @@ def test_manifest_glob_and_dataset_inputs(tmp_path, classifier, recordings, expe
 
 
 def test_a_stereo_dataset_row_is_tagged_as_its_file(tmp_path, classifier, fsdd_dir):
-    """Channel 0, as every decoder of the package (the original AST loader's choice); dataset rows used to be
-    averaged over their channels, so the same recording scored differently from a folder and from a dataset."""
+    """A dataset row and its file go through the same loader (`audio_io`): the same channel rule (their mean), the
+    same scores."""
     import soundfile
     from datasets import Audio, Dataset
 
