@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from modeling_ast.file_lists import read_manifest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the training script is a sibling module
 
 import run_audio_classification  # noqa: E402
@@ -66,14 +68,12 @@ def read_meta(esc50_dir: Path) -> list[dict[str, str]]:
     meta = esc50_dir / "meta" / "esc50.csv"
     if not meta.is_file():
         raise FileNotFoundError(f"{meta} does not exist; --esc50_dir must be the ESC-50 release folder")
-    with meta.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing_columns = [column for column in META_COLUMNS if column not in (reader.fieldnames or [])]
-        if missing_columns:
-            raise ValueError(f"{meta} lacks the column(s) {missing_columns}")
-        rows = list(reader)
+    rows = [row.fields for row in read_manifest(meta, path_column="filename")]  # the package's one file-list reader
     if not rows:
         raise ValueError(f"{meta} lists no clips")
+    missing_columns = [column for column in META_COLUMNS if column not in rows[0]]
+    if missing_columns:
+        raise ValueError(f"{meta} lacks the column(s) {missing_columns}")
     missing = [row["filename"] for row in rows if not (esc50_dir / "audio" / row["filename"]).is_file()]
     if missing:
         raise FileNotFoundError(

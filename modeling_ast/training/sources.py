@@ -9,7 +9,7 @@ Every source yields examples `{"audio": path | bytes | array, "sampling_rate": i
   [...]}`) manifests, paths relative to the manifest;
 - `load_hub_examples`: one split of a Hugging Face `datasets` dataset (Hub name, local `save_to_disk` folder or local
   data folder), with `streaming=True` for an iterable stream. Audio is read with `Audio(decode=False)` and decoded by
-  `decoding.decode_example` with soundfile (no torchcodec needed).
+  `decoding.decode_example` with the package's one loader, `audio_io` (no torchcodec needed).
 """
 
 from __future__ import annotations
