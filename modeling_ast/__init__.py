@@ -8,7 +8,15 @@ from . import registration
 from .configuration_ast import ASTConfig
 from .feature_extraction_ast import ASTFeatureExtractor
 from .modeling_ast import ASTForAudioClassification, ASTModel, ASTPreTrainedModel
+from .modeling_ast_frames import ASTForAudioFrameClassification
 
 registration.register()
 
-__all__ = ["ASTConfig", "ASTFeatureExtractor", "ASTForAudioClassification", "ASTModel", "ASTPreTrainedModel"]
+__all__ = [
+    "ASTConfig",
+    "ASTFeatureExtractor",
+    "ASTForAudioClassification",
+    "ASTForAudioFrameClassification",
+    "ASTModel",
+    "ASTPreTrainedModel",
+]

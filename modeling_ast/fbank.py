@@ -47,6 +47,12 @@ class FrameSpec:
             raise ValueError(f"sampling_rate {sampling_rate} Hz is too low for 25 ms / 10 ms Kaldi frames")
         return cls(size=size, shift=shift, n_fft=1 << (size - 1).bit_length())
 
+    def centre_x2(self, first_frame: int, frames: int) -> int:
+        """Twice the centre, in samples, of the span of `frames` frames from frame `first_frame` (an integer, so
+        that centres computed from an index do not drift): frame i covers samples [i * shift, i * shift + size).
+        The one formula for where a patch column sits in time (frame-level outputs, HEAR timestamps)."""
+        return (2 * first_frame + frames - 1) * self.shift + self.size
+
     def samples_for(self, frames: int) -> int:
         """Samples that give exactly `frames` frames (frames >= 1): (frames - 1) * 160 + 400 at 16 kHz."""
         if frames < 1:

@@ -188,8 +188,7 @@ class ASTHearModel(nn.Module):
 
     def _first_centre_x2(self) -> int:
         """Twice the centre of the first column in samples (an integer): it spans the frames from -left_pad on."""
-        patch_size = self.encoder.config.patch_size
-        return (patch_size - 1 - 2 * self.grid.left_pad) * self.frame.shift + self.frame.size
+        return self.frame.centre_x2(-self.grid.left_pad, self.encoder.config.patch_size)
 
     def _hop_samples(self) -> int:
         return self.grid.hop_frames * self.frame.shift

@@ -1,4 +1,5 @@
-"""Registers model_type "ast" with transformers' Auto classes and the audio-classification pipeline (on import), and
+"""Registers model_type "ast" with transformers' Auto classes, the audio-classification pipeline and the new
+"sound-event-detection" task (on import), and
 installs the reader of transformers' built-in AST checkpoints.
 
 Why a reader installed here rather than transformers' own load-time conversions
@@ -17,6 +18,7 @@ from transformers import (
     AutoFeatureExtractor,
     AutoModel,
     AutoModelForAudioClassification,
+    AutoModelForAudioFrameClassification,
 )
 from transformers.pipelines import PIPELINE_REGISTRY
 
@@ -24,7 +26,11 @@ from .configuration_ast import ASTConfig
 from .conversion.transformers_ast import read_transformers_weights
 from .feature_extraction_ast import ASTFeatureExtractor
 from .modeling_ast import ASTForAudioClassification, ASTModel, ASTPreTrainedModel
+from .modeling_ast_frames import ASTForAudioFrameClassification
 from .pipeline_ast import ASTAudioClassificationPipeline
+from .pipeline_sed import SoundEventDetectionPipeline
+
+SOUND_EVENT_DETECTION = "sound-event-detection"
 
 
 def register() -> None:
@@ -32,8 +38,16 @@ def register() -> None:
     AutoConfig.register(ASTConfig.model_type, ASTConfig, exist_ok=True)
     AutoModel.register(ASTConfig, ASTModel, exist_ok=True)
     AutoModelForAudioClassification.register(ASTConfig, ASTForAudioClassification, exist_ok=True)
+    AutoModelForAudioFrameClassification.register(ASTConfig, ASTForAudioFrameClassification, exist_ok=True)
     AutoFeatureExtractor.register(ASTConfig, ASTFeatureExtractor, exist_ok=True)
     # Swap only the implementation class, keeping the task's default model and type; register_pipeline would
     # replace the whole entry and log an "Overwriting" warning on every import.
     PIPELINE_REGISTRY.supported_tasks["audio-classification"]["impl"] = ASTAudioClassificationPipeline
+    if SOUND_EVENT_DETECTION not in PIPELINE_REGISTRY.supported_tasks:
+        PIPELINE_REGISTRY.register_pipeline(
+            SOUND_EVENT_DETECTION,
+            pipeline_class=SoundEventDetectionPipeline,
+            pt_model=AutoModelForAudioFrameClassification,
+            type="audio",
+        )
     ASTPreTrainedModel.checkpoint_reader = staticmethod(read_transformers_weights)

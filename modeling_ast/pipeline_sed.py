@@ -1,0 +1,141 @@
+"""`pipeline("sound-event-detection")`: events `[{"label", "start", "end", "score"}]` from a frame-level AST.
+
+    detector = pipeline("sound-event-detection", model="outputs/sed")
+    detector("street.wav", threshold=0.5, low=0.3, median_window=5)   # sorted by start; seconds
+
+Any source the package reads (`audio_io.load_audio`: paths, bytes, URLs, dicts at any rate, arrays), any length:
+a recording longer than `chunk_length_s` (default: the model's `max_length`) is cut into windows overlapping by
+`stride_length_s` seconds, whose starts fall on the model's column grid (one column every `time_stride` frames), so
+the columns of overlapping windows sit at the same times; their frame scores are averaged where windows overlap
+(`events.merge_columns`) before events are decided, so an event crossing a window seam is one event. Local files
+are read window by window (`audio_io.AudioFile`). Windows are featurised as the audio-classification pipeline
+featurises clips (real length with a mask, or `max_length` padding for checkpoints without masks) and run
+`window_batch_size` at a time. `return_frame_scores=True` adds the merged scores and column centres.
+
+Lists are answered in order; `num_workers` decodes in DataLoader workers (transformers' iterator, one recording per
+step: windows, not recordings, are what is batched).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from transformers import Pipeline
+
+from .audio_io import AudioFile
+from .events import ColumnGrid, EventOptions, detect_events, merge_columns
+from .fbank import FrameSpec, num_frames, num_samples_for_frames
+from .long_audio import WaveformWindows, check_window_lengths, window_source
+from .modeling_ast import class_scores
+
+__all__ = ["SoundEventDetectionPipeline", "column_aligned_starts"]
+
+_EVENT_OPTIONS = ("threshold", "low", "median_window")
+
+
+def column_aligned_starts(num_samples: int, window: int, hop: int, column: int) -> list[int]:
+    """Window starts every `hop` samples (a multiple of `column`), the last one moved to the first multiple of
+    `column` from which a window reaches the end (so it may be shorter than `window`); [0] if one window holds all."""
+    if num_samples <= window:
+        return [0]
+    last = math.ceil((num_samples - window) / column) * column
+    return sorted(set(range(0, last, hop)) | {last})
+
+
+class SoundEventDetectionPipeline(Pipeline):
+    """Sound events from an `ASTForAudioFrameClassification` checkpoint (see the module docstring)."""
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = True
+    _load_tokenizer = False
+
+    def _sanitize_parameters(
+        self,
+        chunk_length_s: float | None = None,
+        stride_length_s: float | None = None,
+        window_batch_size: int | None = None,
+        return_frame_scores: bool | None = None,
+        **event_options: Any,
+    ) -> tuple[dict, dict, dict]:
+        unknown = sorted(set(event_options) - set(_EVENT_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown sound-event-detection option(s) {unknown}")
+        preprocess = {}
+        if chunk_length_s is not None or stride_length_s is not None:
+            chunk = chunk_length_s if chunk_length_s is not None else self._default_chunk_s()
+            check_window_lengths(chunk, stride_length_s or 0.0)
+            preprocess = {"chunk_length_s": chunk, "stride_length_s": stride_length_s or 0.0}
+        forward = {} if window_batch_size is None else {"window_batch_size": int(window_batch_size)}
+        postprocess = {"options": EventOptions(**event_options)} if event_options else {}
+        if return_frame_scores is not None:
+            postprocess["return_frame_scores"] = bool(return_frame_scores)
+        return preprocess, forward, postprocess
+
+    def _default_chunk_s(self) -> float:
+        rate = self.feature_extractor.sampling_rate
+        return num_samples_for_frames(self.feature_extractor.max_length, rate) / rate
+
+    def preprocess(self, inputs: Any, chunk_length_s: float | None = None, stride_length_s: float = 0.0) -> dict:
+        """A lazy window source and column-aligned window starts; nothing is featurised yet."""
+        rate = self.feature_extractor.sampling_rate
+        source = window_source(inputs, rate)
+        spec = FrameSpec.for_rate(rate)
+        column = self.model.config.time_stride * spec.shift  # samples between column starts
+        window = round((chunk_length_s or self._default_chunk_s()) * rate)
+        # a whole number of columns, at least one, and no more than a window holds (or columns would fall between)
+        window_columns = self.model.config.time_patches(num_frames(window, rate))
+        hop = max(1, min(window_columns, (window - round(stride_length_s * rate)) // column)) * column
+        if source.num_samples < num_samples_for_frames(self.model.config.patch_size, rate):
+            raise ValueError(
+                f"the audio has {source.num_samples} samples ({source.num_samples / rate:.3f} s); the model needs at "
+                f"least one patch of frames ({num_samples_for_frames(self.model.config.patch_size, rate)} samples)"
+            )
+        starts = column_aligned_starts(source.num_samples, window, hop, column)
+        return {"source": source, "starts": starts, "window": window, "column": column}
+
+    def _forward(self, model_inputs: dict, window_batch_size: int = 8) -> dict:
+        source: AudioFile | WaveformWindows = model_inputs["source"]
+        starts, window, column = model_inputs["starts"], model_inputs["window"], model_inputs["column"]
+        rate = self.feature_extractor.sampling_rate
+        scored = []
+        for first in range(0, len(starts), window_batch_size):
+            batch = starts[first : first + window_batch_size]
+            waveforms = [source.read(start, min(start + window, source.num_samples)) for start in batch]
+            features = self._features(waveforms).to(self.device)
+            if self.dtype is not None:
+                features = features.to(dtype=self.dtype)
+            output = self.model(**features)
+            scores = class_scores(output.logits.float(), "multi_label_classification").cpu()
+            for start, row, mask in zip(batch, scores, output.column_mask.cpu()):
+                scored.append((start // column, row[mask]))
+        columns = self.model.config.time_patches(num_frames(source.num_samples, rate))
+        return {"scores": merge_columns(scored, columns), "num_samples": source.num_samples}
+
+    def _features(self, waveforms: list[torch.Tensor]) -> Any:
+        real_length = bool(self.feature_extractor.return_attention_mask)
+        return self.feature_extractor(
+            waveforms,
+            sampling_rate=self.feature_extractor.sampling_rate,
+            padding="longest" if real_length else "max_length",
+            truncation=False,
+            min_frames=self.model.config.patch_size,
+            return_attention_mask=real_length,
+            return_tensors="pt",
+        )
+
+    def postprocess(
+        self, model_outputs: dict, options: EventOptions = EventOptions(), return_frame_scores: bool = False
+    ) -> list[dict[str, Any]] | dict[str, Any]:
+        rate = self.feature_extractor.sampling_rate
+        scores = model_outputs["scores"]
+        centres = self.model.column_centres(scores.shape[0], rate)
+        hop = self.model.config.time_stride * FrameSpec.for_rate(rate).shift / rate
+        grid = ColumnGrid(first=float(centres[0]), hop=hop, duration=model_outputs["num_samples"] / rate)
+        labels = [self.model.config.id2label[index] for index in range(scores.shape[1])]
+        events = detect_events(scores, grid, labels, options)
+        if not return_frame_scores:
+            return events
+        return {"events": events, "frame_scores": scores, "column_centres": centres.float()}
