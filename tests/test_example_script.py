@@ -321,7 +321,7 @@ def test_manifest_problems(script, tmp_path):
     good = write_manifest(tmp_path / "good.csv", [("a.wav", "cat"), ("a.wav", "dog")])
     cases = {
         "missing.csv": (FileNotFoundError, "does not exist"),
-        "nolabel.csv": (ValueError, "needs a header with `path` and `label` columns"),
+        "nolabel.csv": (ValueError, r"nolabel.csv, line 2: no `label` \(or `labels`\) column"),
         "empty.csv": (ValueError, "lists no files"),
         "gone.csv": (FileNotFoundError, r"1 listed audio file\(s\) do not exist: .*gone\.wav"),
         "blank.csv": (ValueError, r"1 evaluation clip\(s\) .* have no label or several"),
