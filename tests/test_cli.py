@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import site
 import subprocess
 import sys
 import tempfile
@@ -67,11 +68,12 @@ CONVERT_SCRIPTS = {
 
 
 def run_convert_script(script: str, *argv: str) -> subprocess.CompletedProcess:
-    """`python convert/<script> argv...` from outside the clone, with a fixed help width; PYTHONPATH is dropped so
-    that the script has to find the package itself, as in a clone that was never installed."""
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"} | {"COLUMNS": "100"}
+    """`python convert/<script> argv...` from outside the clone, as in a clone that was never installed: `-S` skips
+    the site-packages .pth files (an editable install of the package is one), and PYTHONPATH names only the
+    site-packages folders, so the dependencies import but `modeling_ast` only through the script itself."""
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(site.getsitepackages()), "COLUMNS": "100"}
     return subprocess.run(
-        [sys.executable, str(REPO_ROOT / "convert" / script), *argv],
+        [sys.executable, "-S", str(REPO_ROOT / "convert" / script), *argv],
         capture_output=True, text=True, timeout=180, cwd=Path(tempfile.gettempdir()), env=env,
     )
 
