@@ -239,6 +239,14 @@ class ASTTrainer(Trainer):
             self._created_lr_scheduler = True  # rebuilt on the next train(), as Trainer does with its own
         return self.lr_scheduler
 
+    def save_outputs(self, output_dir: Path, train_metrics: dict[str, float], eval_metrics: dict[str, float]) -> None:
+        """The model and feature extractor (safetensors) in `output_dir`, and the files transformers' examples write:
+        train_results.json, eval_results.json, all_results.json and trainer_state.json (main process only)."""
+        self.save_model(str(output_dir))
+        self.save_metrics("train", train_metrics)
+        self.save_metrics("eval", eval_metrics)
+        self.save_state()
+
     def evaluate_trained_models(
         self, dataset: Dataset, metric_key_prefix: str = "eval"
     ) -> tuple[PredictionOutput, dict[str, dict[str, float]]]:
