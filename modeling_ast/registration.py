@@ -26,6 +26,8 @@ from .feature_extraction_ast import ASTFeatureExtractor
 from .modeling_ast import ASTForAudioClassification, ASTModel, ASTPreTrainedModel
 from .pipeline_ast import ASTAudioClassificationPipeline
 
+__all__ = ["register"]
+
 
 def register() -> None:
     """Idempotent: safe to call more than once (exist_ok)."""
