@@ -10,6 +10,7 @@ import re
 import site
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -69,9 +70,11 @@ CONVERT_SCRIPTS = {
 
 def run_convert_script(script: str, *argv: str) -> subprocess.CompletedProcess:
     """`python convert/<script> argv...` from outside the clone, as in a clone that was never installed: `-S` skips
-    the site-packages .pth files (an editable install of the package is one), and PYTHONPATH names only the
-    site-packages folders, so the dependencies import but `modeling_ast` only through the script itself."""
-    env = os.environ | {"PYTHONPATH": os.pathsep.join(site.getsitepackages()), "COLUMNS": "100"}
+    the site-packages .pth files (an editable install of the package is one), and PYTHONPATH names the standard
+    library, then site-packages (their usual order, so that no package there shadows a standard module), so the
+    dependencies import but `modeling_ast` only through the script itself."""
+    search_path = [sysconfig.get_path("stdlib"), *site.getsitepackages()]
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(search_path), "COLUMNS": "100"}
     return subprocess.run(
         [sys.executable, "-S", str(REPO_ROOT / "convert" / script), *argv],
         capture_output=True, text=True, timeout=180, cwd=Path(tempfile.gettempdir()), env=env,
