@@ -35,7 +35,7 @@ from modeling_ast.training.collator import AudioCollator
 from modeling_ast.training.metrics import compute_metrics_fn
 from modeling_ast.training.recipes import RecipeArguments, check_recipe, parse_args_with_recipe
 from modeling_ast.training.report import headline, pipeline_top3, save_plot, training_summary, write_model_card
-from modeling_ast.training.sources import AUDIO_EXTENSIONS, folder_examples, manifest_examples
+from modeling_ast.training.sources import folder_examples, manifest_examples
 from modeling_ast.training.starting_points import feature_extractor_for, pretrained_for_task, with_patchout
 from modeling_ast.training.task import TaskData, task_from_datasets, task_from_examples
 from modeling_ast.training.trainer import ASTTrainer, check_processes, data_seed, end_processes, resume_target
@@ -85,7 +85,7 @@ class DataArguments:
     eval_regex: str | None = field(
         default=None, metadata={"help": "Files whose relative path matches this regex form the evaluation split."}
     )
-    audio_extensions: str = field(default=",".join(AUDIO_EXTENSIONS), metadata={"help": "Extensions --data_dir reads."})
+    audio_extensions: str | None = field(default=None, metadata={"help": "Extensions --data_dir reads (default: all)."})
     train_file: str | None = field(
         default=None,
         metadata={
@@ -221,11 +221,6 @@ def parse_args(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments, Reci
     return model_args, data_args, recipe, training_args
 
 
-def hub_id(name: str | None) -> str | None:
-    """`name` when it names a Hub repository (for the model card's metadata), None for a local path or nothing."""
-    return name if name and not Path(name).exists() else None
-
-
 def read_task_data(data_args: DataArguments, output_dir: Path) -> TaskData:
     """The clips named by `data_args`; for the demo, a synthetic dataset written to `output_dir/data` first."""
     multi_label, check_files = data_args.multi_label, data_args.on_bad_file == "error"
@@ -269,10 +264,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
         data = read_task_data(data_args, output_dir)
     space = data.label_space
     if is_main:
-        counts = "streamed" if data.streaming else f"{len(data.train)} training and {len(data.eval)} evaluation clips"
-        shown = ", ".join(space.labels[:20]) + (" ..." if space.num_labels > 20 else "")
-        kind = "multi-label" if space.multi_label else "single-label"
-        print(f"{counts}, {space.num_labels} labels ({kind}: {data.task_reason}): {shown}")
+        print(data.summary())
         if not training_args.report_to and importlib.util.find_spec("tensorboard") is None:
             print("note: tensorboard is not installed, so no training curves are logged (pip install tensorboard)")
 
@@ -313,12 +305,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     )  # fmt: skip
     train_result = trainer.train(resume_from_checkpoint=resume_target(training_args.resume_from_checkpoint, output_dir))
     prediction, results = trainer.evaluate_trained_models(eval_set)
-    trainer.save_model(str(output_dir))  # model + feature extractor, safetensors
-    # The files transformers' examples write: train_results.json, eval_results.json, all_results.json and
-    # trainer_state.json (main process only).
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_metrics("eval", prediction.metrics)
-    trainer.save_state()
+    trainer.save_outputs(output_dir, train_result.metrics, prediction.metrics)
     result: dict[str, Any] = {
         "metrics": prediction.metrics,
         "results": results,
@@ -340,13 +327,11 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
             skipped = result["skipped_files"]
             print(f"skipped unreadable audio: {skipped['train']} training clip(s), {skipped['eval']} eval clip(s)")
         result["plot"] = save_plot(prediction, space, output_dir)
-        start = model_args.imagenet_checkpoint or model_args.model_name_or_path or "random initialisation"
+        start = model_args.imagenet_checkpoint or model_args.model_name_or_path
         summary = training_summary(training_args, recipe, model_args.patchout())
         result["model_card"] = write_model_card(
-            output_dir, data, results, summary, SCRIPT, argv, start, result["plot"],
-            base_model=hub_id(model_args.imagenet_checkpoint or model_args.model_name_or_path),
-            dataset_id=hub_id(data_args.dataset_name),
-        )  # fmt: skip
+            output_dir, data, results, summary, SCRIPT, argv, start, result["plot"], dataset_name=data_args.dataset_name
+        )
         held_out = data.first_eval_example()
         result["top3"] = pipeline_top3(output_dir, held_out)
         guesses = ", ".join(f"{guess['label']} {guess['score']:.3f}" for guess in result["top3"])

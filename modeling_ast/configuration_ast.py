@@ -19,7 +19,7 @@ TRANSFORMERS_SHARED_FIELDS = (
     "frequency_stride", "time_stride", "max_length", "num_mel_bins", "id2label", "label2id", "problem_type",
     "architectures",
 )  # fmt: skip
-AUDIOSET_LABELS = 527
+_AUDIOSET_LABELS = 527
 
 
 class ASTConfig(PretrainedConfig):
@@ -150,7 +150,7 @@ class ASTConfig(PretrainedConfig):
         """
         fields = {key: config_dict[key] for key in TRANSFORMERS_SHARED_FIELDS if key in config_dict}
         fields["layer_norm_eps"] = fields["head_layer_norm_eps"] = config_dict.get("layer_norm_eps", 1e-12)
-        if fields.get("problem_type") is None and len(fields.get("id2label") or ()) == AUDIOSET_LABELS:
+        if fields.get("problem_type") is None and len(fields.get("id2label") or ()) == _AUDIOSET_LABELS:
             fields["problem_type"] = "multi_label_classification"
             logger.info("527-label AudioSet checkpoint without problem_type: multi_label_classification (sigmoid)")
         return {"model_type": cls.model_type, **fields}
@@ -190,4 +190,4 @@ class ASTConfig(PretrainedConfig):
         return (size - self.patch_size) // stride + 1
 
 
-__all__ = ["ASTConfig"]
+__all__ = ["TRANSFORMERS_MODEL_TYPE", "TRANSFORMERS_SHARED_FIELDS", "ASTConfig"]

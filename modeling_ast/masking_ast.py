@@ -20,6 +20,16 @@ from .configuration_ast import ASTConfig
 if TYPE_CHECKING:
     from torch.nn.attention.flex_attention import BlockMask
 
+__all__ = [
+    "ASTPatchout",
+    "clip_time_patches",
+    "length_groups",
+    "mask_for_attention",
+    "real_frames",
+    "time_column_mask",
+    "token_mask",
+]
+
 
 def real_frames(attention_mask: torch.Tensor) -> list[int] | None:
     """Real frames of each clip from a (B, T) frame mask of right-padded clips; None when nothing is padded.

@@ -414,7 +414,7 @@ class ASTClassifierHead(nn.Module):
         return self.fc(self.norm(pooled_output))
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: ASTConfig) -> torch.Tensor:
+def _classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: ASTConfig) -> torch.Tensor:
     """The loss `config.problem_type` names, inferred as transformers does when unset (and stored in the config).
 
     logits (B, num_labels); labels (B,) class indices or (B, num_labels) class probabilities (soft targets, e.g. from
@@ -485,18 +485,18 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         Args:
             input_values, attention_mask, output_attentions, output_hidden_states, return_dict: as in
                 `ASTModel.forward`.
-            labels: optional targets; the loss follows `config.problem_type` (see `classification_loss`).
+            labels: optional targets; the loss follows `config.problem_type` (see `_classification_loss`).
 
         Returns:
             `SequenceClassifierOutput` with `logits` (B, num_labels) and `loss` when labels are given.
         """
         if self._runs_in_length_groups(attention_mask, kwargs):
             logits = self._grouped_logits(input_values, attention_mask)
-            loss = None if labels is None else classification_loss(logits, labels, self.config)
+            loss = None if labels is None else _classification_loss(logits, labels, self.config)
             return SequenceClassifierOutput(loss=loss, logits=logits)
         outputs = self.ast(input_values, attention_mask=attention_mask, **kwargs)
         logits = self.classifier(outputs.pooler_output)
-        loss = None if labels is None else classification_loss(logits, labels, self.config)
+        loss = None if labels is None else _classification_loss(logits, labels, self.config)
         return SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )

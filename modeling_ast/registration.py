@@ -32,6 +32,8 @@ from .pipeline_sed import SoundEventDetectionPipeline
 
 SOUND_EVENT_DETECTION = "sound-event-detection"
 
+__all__ = ["register"]
+
 
 def register() -> None:
     """Idempotent: safe to call more than once (exist_ok)."""

@@ -38,10 +38,10 @@ from .configuration_ast import ASTConfig
 from .feature_extraction_ast import ASTFeatureExtractor
 from .modeling_ast import ASTForAudioClassification, ASTModel, ASTPreTrainedModel
 
-PACKAGE_NAME = __name__.partition(".")[0]
+_PACKAGE_NAME = __name__.partition(".")[0]
 _UNSET = object()
 
-MODEL_CARD = """---
+_MODEL_CARD = """---
 library_name: transformers
 pipeline_tag: audio-classification
 tags:
@@ -95,8 +95,8 @@ def export_remote_code(
         TypeError: `model` or `feature_extractor` is not one of this package's classes.
     """
     if not push_to_hub:
-        return save_remote_code(model, feature_extractor, destination)
-    return push_remote_code(
+        return _save_remote_code(model, feature_extractor, destination)
+    return _push_remote_code(
         model,
         feature_extractor,
         str(destination),
@@ -107,7 +107,7 @@ def export_remote_code(
     )
 
 
-def save_remote_code(
+def _save_remote_code(
     model: ASTPreTrainedModel, feature_extractor: ASTFeatureExtractor | None, output_dir: str | os.PathLike
 ) -> Path:
     """Write model, feature extractor, module files and `auto_map` into `output_dir`; returns it as a Path."""
@@ -123,12 +123,12 @@ def save_remote_code(
             feature_extractor.save_pretrained(output_dir)
     readme = output_dir / "README.md"
     if not readme.exists():
-        readme.write_text(MODEL_CARD.replace("{name}", output_dir.name), encoding="utf-8")
-    verify_remote_code_folder(output_dir)
+        readme.write_text(_MODEL_CARD.replace("{name}", output_dir.name), encoding="utf-8")
+    _verify_remote_code_folder(output_dir)
     return output_dir
 
 
-def push_remote_code(
+def _push_remote_code(
     model: ASTPreTrainedModel,
     feature_extractor: ASTFeatureExtractor | None,
     repo_id: str,
@@ -138,13 +138,13 @@ def push_remote_code(
     token: str | bool | None = None,
     revision: str | None = None,
 ) -> CommitInfo:
-    """`save_remote_code` into a temporary folder, then upload it to `repo_id` (created if missing) in one commit,
+    """`_save_remote_code` into a temporary folder, then upload it to `repo_id` (created if missing) in one commit,
     so the repository never holds an `auto_map` without its code. Nothing is created when the export fails."""
-    api = HfApi(token=token, library_name=PACKAGE_NAME)
+    api = HfApi(token=token, library_name=_PACKAGE_NAME)
     with tempfile.TemporaryDirectory() as staging:
-        folder = save_remote_code(model, feature_extractor, Path(staging) / "export")
+        folder = _save_remote_code(model, feature_extractor, Path(staging) / "export")
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-        (folder / "README.md").write_text(MODEL_CARD.replace("{name}", repo_id), encoding="utf-8")
+        (folder / "README.md").write_text(_MODEL_CARD.replace("{name}", repo_id), encoding="utf-8")
         return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message, revision=revision)
 
 
@@ -269,12 +269,12 @@ def _import_problems(file: Path) -> list[str]:
                 )
             elif not (file.parent / f"{node.module}.py").is_file():
                 problems.append(f"{where} imports `{target}`, but there is no {node.module}.py beside {file.name}")
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and _top_level(node.module) == PACKAGE_NAME:
-            problems.append(f"{where} imports the `{PACKAGE_NAME}` package by absolute name ({node.module})")
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and _top_level(node.module) == _PACKAGE_NAME:
+            problems.append(f"{where} imports the `{_PACKAGE_NAME}` package by absolute name ({node.module})")
         elif isinstance(node, ast.Import):
             for alias in node.names:
-                if _top_level(alias.name) == PACKAGE_NAME:
-                    problems.append(f"{where} imports the `{PACKAGE_NAME}` package by absolute name ({alias.name})")
+                if _top_level(alias.name) == _PACKAGE_NAME:
+                    problems.append(f"{where} imports the `{_PACKAGE_NAME}` package by absolute name ({alias.name})")
     return problems
 
 
@@ -282,7 +282,7 @@ def _top_level(module: str | None) -> str:
     return (module or "").partition(".")[0]
 
 
-def verify_remote_code_folder(folder: str | os.PathLike) -> None:
+def _verify_remote_code_folder(folder: str | os.PathLike) -> None:
     """Check an exported folder: every `auto_map` target's module is there and defines its class, and every module's
     relative imports are there. Raises RemoteCodeError listing what is missing."""
     folder = Path(folder)
@@ -315,11 +315,4 @@ def _defined_classes(module_file: Path) -> set[str]:
     return {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
 
 
-__all__ = [
-    "RemoteCodeError",
-    "export_remote_code",
-    "push_remote_code",
-    "remote_code_problems",
-    "save_remote_code",
-    "verify_remote_code_folder",
-]
+__all__ = ["RemoteCodeError", "export_remote_code", "remote_code_problems"]

@@ -10,8 +10,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+__all__ = ["plot_timeline"]
 
-def timeline_rows(windows: list[dict[str, Any]]) -> list[tuple[str, list[tuple[float, float, float]]]]:
+
+def _timeline_rows(windows: list[dict[str, Any]]) -> list[tuple[str, list[tuple[float, float, float]]]]:
     """[(label, [(start, end, score), ...]), ...] from the pipeline's windows, best-scoring label first."""
     spans: dict[str, list[tuple[float, float, float]]] = {}
     for window in windows:
@@ -21,7 +23,7 @@ def timeline_rows(windows: list[dict[str, Any]]) -> list[tuple[str, list[tuple[f
 
 
 def plot_timeline(record: dict[str, Any], path: str | os.PathLike, max_labels: int = 12) -> Path:
-    """Draw `record["windows"]` (see `timeline_rows`) as a PNG at `path` (written atomically); returns the path.
+    """Draw `record["windows"]` (see `_timeline_rows`) as a PNG at `path` (written atomically); returns the path.
 
     At most `max_labels` rows (the best scoring) are drawn.
     """
@@ -30,7 +32,7 @@ def plot_timeline(record: dict[str, Any], path: str | os.PathLike, max_labels: i
     matplotlib.use("Agg")  # no display: files only
     from matplotlib.figure import Figure
 
-    rows = timeline_rows(record["windows"])[:max_labels]
+    rows = _timeline_rows(record["windows"])[:max_labels]
     duration = max(window["end"] for window in record["windows"])
     figure = Figure(figsize=(10, 1 + 0.35 * max(len(rows), 1)), layout="constrained")
     axes = figure.add_subplot()

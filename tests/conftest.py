@@ -36,15 +36,12 @@ def loopback_hub(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def exported_classifier(tmp_path_factory):
-    """(model, directory): `tiny_classifier.small_trained_like_model()` saved with a feature extractor that returns
+    """(model, directory): `tiny_models.small_trained_like_model()` saved with a feature extractor that returns
     attention masks, and model.onnx and model.int8.onnx exported beside it (one export for test_onnx and test_int8)."""
-    from modeling_ast import ASTFeatureExtractor
     from modeling_ast.conversion.onnx import export_onnx
-    from tiny_classifier import small_trained_like_model
+    from tiny_models import save_tiny_checkpoint, small_trained_like_model
 
     model = small_trained_like_model()
-    directory = tmp_path_factory.mktemp("exported") / "model"
-    model.save_pretrained(directory)
-    ASTFeatureExtractor(return_attention_mask=True).save_pretrained(directory)
+    directory = save_tiny_checkpoint(tmp_path_factory.mktemp("exported") / "model", model, return_attention_mask=True)
     export_onnx(model, directory / "model.onnx", quantize_int8=True)
     return model, directory

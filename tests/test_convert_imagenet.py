@@ -11,7 +11,6 @@ import copy
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +46,7 @@ from modeling_ast.conversion.cli import adapt_pretrained_main
 from modeling_ast.conversion.common import read_label_names
 from modeling_ast.conversion.imagenet import _num_heads, ast_from_imagenet, save_ast_from_imagenet
 from modeling_ast.conversion.positional import adapt_axis, adapt_grid, middle_crop_start
+from tiny_models import tiny_builtin_config, tiny_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "imagenet_adaptation_reference.npz"
@@ -405,11 +405,15 @@ def test_audioset_logits_match_the_original(reference: dict, audioset_source) ->
     assert difference <= LOGIT_TOLERANCE, difference
 
 
+# The sizes of a small AudioSet-shaped AST (with the factory's 2 blocks): 1024 frames, 64-d, 2 heads.
+AUDIOSET_SHAPED = dict(hidden_size=64, num_attention_heads=2, intermediate_size=128, max_length=1024)
+
+
 @pytest.fixture(scope="module")
 def small_audioset() -> ASTForAudioClassification:
     """A small random AudioSet-shaped AST: 128 mel bins x 1024 frames, strides 10, 12 x 101 grid, 64-d."""
     torch.manual_seed(0)
-    config = ASTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, num_labels=527)
+    config = tiny_config(**AUDIOSET_SHAPED, num_labels=527)
     return perturbed(ASTForAudioClassification(config))
 
 
@@ -497,9 +501,7 @@ def test_new_task_from_saved_directory_and_labels(tmp_path: Path, small_audioset
 
 
 def test_new_task_from_transformers_builtin_ast(tmp_path: Path) -> None:
-    config = transformers.ASTConfig(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_length=1024
-    )
+    config = tiny_builtin_config(**AUDIOSET_SHAPED)
     builtin = perturbed(transformers.ASTForAudioClassification(config))
     builtin.save_pretrained(tmp_path / "builtin")
     same_grid = adapt_pretrained_ast(tmp_path / "builtin", 1024, 3)
@@ -607,9 +609,7 @@ def test_wrong_qkv_shape_is_named(tmp_path: Path, small_audioset) -> None:
     with pytest.raises(ValueError, match=r"blocks\.1\.attn\.qkv\.weight: expected \(192, 64\), got \(64, 64\)"):
         adapt_pretrained_ast(tmp_path / "source", 512, 50)
 
-    builtin = transformers.ASTForAudioClassification(
-        transformers.ASTConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128)
-    )
+    builtin = transformers.ASTForAudioClassification(tiny_builtin_config(**AUDIOSET_SHAPED, num_hidden_layers=1))
     builtin.save_pretrained(tmp_path / "builtin")
     weights = load_file(tmp_path / "builtin" / "model.safetensors")
     key = "audio_spectrogram_transformer.encoder.layer.0.attention.attention.key.weight"

@@ -8,21 +8,14 @@ import torch
 import transformers
 from safetensors.torch import save_file
 
-from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, ASTModel
+from modeling_ast import ASTFeatureExtractor, ASTForAudioClassification, ASTModel
 from modeling_ast.conversion.cli import convert_transformers_main
 from modeling_ast.conversion.transformers_ast import convert_transformers_checkpoint, export_to_transformers
+from tiny_models import randomized, tiny_builtin_config, tiny_config, tiny_model
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_length=128)
 
-
-def random_builtin(num_labels: int = 4, **overrides) -> transformers.ASTForAudioClassification:
-    config = transformers.ASTConfig(**{**TINY, **overrides}, num_labels=num_labels)
-    model = transformers.ASTForAudioClassification(config).eval()
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    return model
+def random_builtin(num_labels: int = 4) -> transformers.ASTForAudioClassification:
+    return randomized(transformers.ASTForAudioClassification(tiny_builtin_config(num_labels=num_labels)))
 
 
 def spectrogram(frames: int = 128) -> torch.Tensor:
@@ -131,13 +124,9 @@ def test_unknown_keys_are_listed(tmp_path):
 
 
 def test_export_loads_in_stock_transformers_with_identical_logits(tmp_path):
-    config = ASTConfig(**TINY, num_labels=3, id2label={0: "a", 1: "b", 2: "c"},
-                       problem_type="multi_label_classification", layer_norm_eps=1e-6, head_layer_norm_eps=1e-6)
-    ours = ASTForAudioClassification(config).eval()
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for parameter in ours.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    config = tiny_config(id2label={0: "a", 1: "b", 2: "c"}, problem_type="multi_label_classification",
+                         layer_norm_eps=1e-6, head_layer_norm_eps=1e-6)
+    ours = randomized(ASTForAudioClassification(config), seed=3)
     export_to_transformers(ours, tmp_path / "export", feature_extractor=ASTFeatureExtractor(max_length=128))
     stock = transformers.AutoModelForAudioClassification.from_pretrained(tmp_path / "export").eval()
     assert type(stock) is transformers.ASTForAudioClassification
@@ -151,7 +140,7 @@ def test_export_loads_in_stock_transformers_with_identical_logits(tmp_path):
 
 def test_export_of_original_eps_model_changes_logits_only_slightly(tmp_path):
     # The original model's head LayerNorm uses 1e-5, the built-in one eps for all: measured, not assumed.
-    ours = ASTForAudioClassification(ASTConfig(**TINY, num_labels=3)).eval()
+    ours = tiny_model(num_labels=3)
     export_to_transformers(ours, tmp_path / "export")
     stock = transformers.AutoModelForAudioClassification.from_pretrained(tmp_path / "export").eval()
     assert stock.config.layer_norm_eps == 1e-6

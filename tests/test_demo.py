@@ -17,7 +17,7 @@ gradio = pytest.importorskip("gradio")  # the optional "demo" extra
 from gradio_client import Client, handle_file  # noqa: E402  (comes with gradio)
 from transformers import pipeline  # noqa: E402
 
-from tiny_classifier import save_tiny_digit_classifier  # noqa: E402
+from tiny_models import save_tiny_digit_classifier  # noqa: E402
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 SCORE_TOLERANCE = 1e-5  # the same pipeline call in the app and here: equal up to JSON's float printing

@@ -15,12 +15,13 @@ import soundfile
 import torch
 import transformers
 
-from modeling_ast import ASTConfig, ASTForAudioClassification
+from modeling_ast import ASTForAudioClassification
 from modeling_ast.training.collator import AudioCollator
 from modeling_ast.fbank import num_samples_for_frames
 from modeling_ast.training.decoding import decode_example
 from modeling_ast.training.sources import folder_examples, manifest_examples
 from modeling_ast.training.starting_points import feature_extractor_for
+from tiny_models import tiny_model
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 
@@ -172,10 +173,8 @@ def test_evaluation_batches_give_each_clip_its_inference_logits(script):
     than max_length; the feature extractor and collator built as the script builds them) give every clip
     the logits the feature extractor's own output gives it, i.e. what `pipeline` computes: also a clip shorter than
     one patch, and a batch holding only such clips (padded to one patch, 16 frames, with padding_value)."""
-    config = ASTConfig(
-        max_length=128, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=2
-    )
-    model = ASTForAudioClassification(config).eval()
+    model = tiny_model(num_hidden_layers=1, num_attention_heads=2, num_labels=2)
+    config = model.config
     model_args = script.parse_args(["--max_length", "128"])[0]
     feature_extractor = feature_extractor_for(config, return_attention_mask=model_args.attention_mask)
     collator = AudioCollator(

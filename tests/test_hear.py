@@ -6,17 +6,18 @@ import pytest
 import torch
 import transformers
 
-from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, ASTModel, hear
+from modeling_ast import ASTFeatureExtractor, ASTForAudioClassification, ASTModel, hear
+from tiny_models import tiny_builtin_config, tiny_config
 
 RATE = 16000
 # A 64-frame positional grid at stride 10 has 5 time columns; 2 runs per window: windows of 10 timestamps (0.5 s).
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_length=64)
+TINY = dict(max_length=64)  # overrides of the shared tiny sizes (tests/tiny_models.py)
 WINDOW = 10
 
 
 def tiny_model(num_hidden_layers: int = 2, **overrides) -> hear.ASTHearModel:
     torch.manual_seed(0)
-    config = ASTConfig(**{**TINY, "num_hidden_layers": num_hidden_layers, **overrides})
+    config = tiny_config(**{**TINY, "num_hidden_layers": num_hidden_layers, **overrides})
     return hear.ASTHearModel(ASTModel(config), ASTFeatureExtractor(max_length=config.max_length))
 
 
@@ -34,7 +35,7 @@ def checkpoint(tmp_path_factory):
     """A tiny multi-label classifier saved with its feature extractor, as a user's fine-tuned checkpoint is."""
     directory = tmp_path_factory.mktemp("classifier")
     torch.manual_seed(0)
-    classifier = ASTForAudioClassification(ASTConfig(**TINY, num_labels=3)).eval()
+    classifier = ASTForAudioClassification(tiny_config(**TINY, num_labels=3)).eval()
     classifier.save_pretrained(directory)
     ASTFeatureExtractor(max_length=64).save_pretrained(directory)
     return directory, classifier
@@ -171,7 +172,7 @@ def test_checkpoint_directory_gives_the_classifiers_encoder(checkpoint):
 def test_default_model_loads_the_published_transformers_checkpoint(loopback_hub):
     """load_model("") fetches DEFAULT_MODEL, here a tiny checkpoint in transformers' built-in format published under
     that id on the loopback Hub, converted on the fly."""
-    config = transformers.ASTConfig(**TINY, num_labels=3)
+    config = tiny_builtin_config(**TINY, num_labels=3)
     torch.manual_seed(0)
     builtin = transformers.ASTForAudioClassification(config).eval()
     builtin.push_to_hub(hear.DEFAULT_MODEL)
@@ -206,7 +207,7 @@ def test_bad_audio_is_refused_with_what_hear_expects(model, audio, message):
 def test_bad_models_are_refused(tmp_path, checkpoint):
     with pytest.raises(ValueError, match="ASTHearModel load_model returns"):
         hear.get_scene_embeddings(torch.zeros(1, 16000), torch.nn.Linear(2, 2))
-    encoder = ASTModel(ASTConfig(**TINY))
+    encoder = ASTModel(tiny_config(**TINY))
     with pytest.raises(ValueError, match="makes 64 mel bins but the model expects 128"):
         hear.ASTHearModel(encoder, ASTFeatureExtractor(num_mel_bins=64))
     with pytest.raises(ValueError, match="window_batch_size must be a positive integer"):

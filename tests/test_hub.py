@@ -30,6 +30,7 @@ from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassificati
 from modeling_ast.remote_code import RemoteCodeError, export_remote_code, remote_code_problems
 
 from hub_server import LoopbackHub  # tests/ is on sys.path (pytest's default "prepend" import mode)
+from tiny_models import tiny_model
 
 LABELS = {0: "dog", 1: "rain", 2: "siren", 3: "speech", 4: "music"}
 PLAIN_REPO = "org/tiny-ast"
@@ -120,18 +121,9 @@ CLIENT_SCRIPT = textwrap.dedent(
 )
 
 
-def tiny_model() -> ASTForAudioClassification:
-    config = ASTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_length=128,
-        id2label=LABELS,
-        problem_type="multi_label_classification",
-    )
-    torch.manual_seed(0)
-    model = ASTForAudioClassification(config).eval()
+def tiny_spread_classifier() -> ASTForAudioClassification:
+    """The factory's tiny model as a multi-label classifier of LABELS, its head weights spread."""
+    model = tiny_model(id2label=LABELS, problem_type="multi_label_classification")
     with torch.no_grad():
         model.classifier.fc.weight.normal_(0, 2.0)  # spread the scores so that they differ clearly
     return model
@@ -241,7 +233,7 @@ def round_trips(loopback_hub, tmp_path_factory) -> RoundTrips:
     client processes run side by side (importing torch and transformers takes most of their time). A failing remote
     code export or client only fails the tests that need it."""
     tmp = tmp_path_factory.mktemp("round-trips")
-    model, extractor = tiny_model(), ASTFeatureExtractor(max_length=128)
+    model, extractor = tiny_spread_classifier(), ASTFeatureExtractor(max_length=128)
     waveform = write_waveform(tmp)
     model.push_to_hub(PLAIN_REPO)
     extractor.push_to_hub(PLAIN_REPO)
@@ -395,7 +387,7 @@ def test_export_refuses_code_that_imports_the_package(tmp_path, loopback_hub):
     sys.modules["my_ast"] = module  # custom_object_save looks the module up there
     try:
         spec.loader.exec_module(module)
-        model = module.MyAST(tiny_model().config)
+        model = module.MyAST(tiny_spread_classifier().config)
         with pytest.raises(RemoteCodeError, match="my_ast.py:1 imports the `modeling_ast` package by absolute name"):
             export_remote_code(model, None, tmp_path / "out")
         with pytest.raises(RemoteCodeError):
@@ -410,7 +402,7 @@ def test_export_rejects_foreign_objects(tmp_path):
     with pytest.raises(TypeError, match="model must be"):
         export_remote_code(torch.nn.Linear(2, 2), ASTFeatureExtractor(), tmp_path)
     with pytest.raises(TypeError, match="feature_extractor must be"):
-        export_remote_code(tiny_model(), object(), tmp_path)
+        export_remote_code(tiny_spread_classifier(), object(), tmp_path)
     assert not any(tmp_path.iterdir())
 
 

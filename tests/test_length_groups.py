@@ -5,18 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+from modeling_ast import ASTFeatureExtractor
 from modeling_ast.masking_ast import length_groups
+from tiny_models import tiny_model
 
 SECONDS = [1.0, 10.0, 2.5, 7.0, 0.1, 1.2, 4.0, 9.0, 3.0]
 
 
 @pytest.fixture(scope="module")
 def model():
-    config = ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                       max_length=1024, num_labels=5)
-    torch.manual_seed(0)
-    return ASTForAudioClassification(config).eval()
+    return tiny_model(max_length=1024, num_labels=5)
 
 
 @pytest.fixture(scope="module")

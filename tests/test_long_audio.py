@@ -8,10 +8,11 @@ import torch
 import transformers
 
 import modeling_ast  # noqa: F401  (registers the pipeline)
-from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+from modeling_ast import ASTFeatureExtractor, ASTForAudioClassification
 from modeling_ast.audio_io import AudioFile, read_audio
 from modeling_ast.audio_utils import resample
 from modeling_ast.long_audio import plan_windows
+from tiny_models import tiny_config
 
 MIN_SAMPLES = 400 + 15 * 160  # one 16-frame patch at 16 kHz
 
@@ -19,8 +20,7 @@ MIN_SAMPLES = 400 + 15 * 160  # one 16-frame patch at 16 kHz
 @pytest.fixture(scope="module")
 def tagger(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tagger")
-    config = ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                       max_length=300, num_labels=6, problem_type="multi_label_classification")
+    config = tiny_config(max_length=300, num_labels=6, problem_type="multi_label_classification")
     torch.manual_seed(0)
     model = ASTForAudioClassification(config).eval()
     with torch.no_grad():

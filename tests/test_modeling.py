@@ -12,8 +12,9 @@ from transformers.utils import is_flash_attn_2_available, is_torch_flex_attn_ava
 from modeling_ast import ASTConfig, ASTForAudioClassification, ASTModel
 from modeling_ast.conversion.layouts import from_transformers_ast
 from modeling_ast.modeling_ast import class_scores
+from tiny_models import randomized, tiny_builtin_config
+from tiny_models import tiny_config as shared_tiny_config
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_mel_bins=128)
 # Every attention implementation that runs on this machine's CPU.
 CPU_ATTENTION = [
     "eager",
@@ -25,16 +26,8 @@ CPU_ATTENTION = [
 
 
 def tiny_config(**overrides) -> ASTConfig:
-    return ASTConfig(**{**TINY, "max_length": 128, "num_labels": 5, **overrides})
-
-
-def randomized(model: torch.nn.Module, seed: int = 0, std: float = 0.3) -> torch.nn.Module:
-    """Non-trivial weights everywhere (the default init leaves LayerNorms at 1/0), in eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
-    return model.eval()
+    """The shared tiny config with 5 labels, which the shapes and label names below assume."""
+    return shared_tiny_config(**{"num_labels": 5, **overrides})
 
 
 def spectrogram(batch: int, frames: int, seed: int = 1) -> torch.Tensor:
@@ -107,7 +100,7 @@ def test_config_rejects_impossible_geometry(overrides, message):
 
 def builtin_twin(our_config_overrides: dict, max_length: int):
     """A random built-in AST and our model carrying the same weights (copied through the key translation)."""
-    builtin_config = transformers.ASTConfig(**TINY, max_length=max_length, num_labels=5, layer_norm_eps=1e-6)
+    builtin_config = tiny_builtin_config(max_length=max_length, num_labels=5, layer_norm_eps=1e-6)
     builtin = randomized(transformers.ASTForAudioClassification(builtin_config))
     ours = ASTForAudioClassification(
         tiny_config(max_length=max_length, layer_norm_eps=1e-6, head_layer_norm_eps=1e-6, **our_config_overrides)
@@ -136,7 +129,7 @@ def test_shorter_input_uses_the_first_columns_of_the_positional_grid():
     pos = state_dict[key]  # (1, 2 + 12 * 101, D)
     first_columns = pos[:, 2:].unflatten(1, (12, 101))[:, :, :29]  # 300 frames -> 29 time patches
     state_dict[key] = torch.cat([pos[:, :2], first_columns.flatten(1, 2)], dim=1)
-    short_config = transformers.ASTConfig(**TINY, max_length=300, num_labels=5, layer_norm_eps=1e-6)
+    short_config = tiny_builtin_config(max_length=300, num_labels=5, layer_norm_eps=1e-6)
     short_builtin = transformers.ASTForAudioClassification(short_config).eval()
     short_builtin.load_state_dict(state_dict)
     inputs = spectrogram(2, 300)

@@ -6,10 +6,11 @@ import onnxruntime
 import pytest
 import torch
 
-from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+from modeling_ast import ASTFeatureExtractor
 from modeling_ast.audio_io import load_audio
 from modeling_ast.conversion.cli import export_onnx_main
 from modeling_ast.conversion.onnx import export_onnx
+from tiny_models import tiny_model
 
 # onnxruntime's float32 kernels against PyTorch's: measured <= 3.6e-7 on logits of about 1.
 LOGIT_TOLERANCE = 2e-6
@@ -90,8 +91,7 @@ def test_int8_model_is_smaller(exported):
 
 @pytest.fixture(scope="module")
 def small_saved_model(tmp_path_factory):
-    model = ASTForAudioClassification(ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                                                intermediate_size=64, max_length=128, num_labels=3)).eval()
+    model = tiny_model(num_hidden_layers=1, num_labels=3)
     directory = tmp_path_factory.mktemp("small") / "model"
     model.save_pretrained(directory)
     return model, directory

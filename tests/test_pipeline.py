@@ -16,20 +16,13 @@ from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassificati
 from modeling_ast.audio_io import load_audio, read_audio
 from modeling_ast.pipeline_ast import ASTAudioClassificationPipeline
 from conftest import requires_ffmpeg
+from tiny_models import tiny_config
 
 DIGITS = {i: str(i) for i in range(10)}
 
 
 def save_tiny_checkpoint(directory, problem_type: str) -> ASTForAudioClassification:
-    config = ASTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_length=256,
-        id2label=DIGITS,
-        problem_type=problem_type,
-    )
+    config = tiny_config(max_length=256, id2label=DIGITS, problem_type=problem_type)
     torch.manual_seed(0)
     model = ASTForAudioClassification(config).eval()
     with torch.no_grad():

@@ -10,16 +10,16 @@ import torch
 import transformers
 
 import modeling_ast  # noqa: F401  (registers the pipeline)
-from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+from modeling_ast import ASTFeatureExtractor, ASTForAudioClassification
 from modeling_ast.audio_io import load_audio, read_audio
+from tiny_models import tiny_config
 
 LABELS = 6
 MAX_LENGTH = 300
 
 
 def save_checkpoint(directory, return_attention_mask: bool) -> None:
-    config = ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                       max_length=MAX_LENGTH, num_labels=LABELS, problem_type="multi_label_classification")
+    config = tiny_config(max_length=MAX_LENGTH, num_labels=LABELS, problem_type="multi_label_classification")
     torch.manual_seed(0)
     model = ASTForAudioClassification(config).eval()
     with torch.no_grad():

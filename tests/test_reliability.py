@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -15,10 +14,11 @@ import soundfile
 import torch
 from transformers import pipeline
 
-from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
-from modeling_ast.audio_io import load_audio, read_audio
 from conftest import requires_ffmpeg
+from modeling_ast import ASTFeatureExtractor
+from modeling_ast.audio_io import read_audio
 from modeling_ast.fbank import kaldi_mel_banks
+from tiny_models import tiny_model
 
 SR = 16000
 
@@ -30,11 +30,8 @@ def extractor() -> ASTFeatureExtractor:
 
 @pytest.fixture(scope="module")
 def classifier(extractor):
-    config = ASTConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, max_length=128, num_labels=3
-    )
-    torch.manual_seed(0)
-    return pipeline("audio-classification", model=ASTForAudioClassification(config).eval(), feature_extractor=extractor)
+    model = tiny_model(num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, num_labels=3)
+    return pipeline("audio-classification", model=model, feature_extractor=extractor)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import soundfile
 from transformers import pipeline
 
 from entry_points import entry_point_command
-from tiny_classifier import save_tiny_digit_classifier
+from tiny_models import save_tiny_digit_classifier
 from modeling_ast.tagging import TagOptions, collect_inputs, tag_collection
 from modeling_ast.tagging.records import Journal, journal_dir, read_output
 

@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 
 from modeling_ast.audio_utils import resample
-from modeling_ast.fbank import kaldi_fbank, num_frames
+from modeling_ast.fbank import num_frames
 from modeling_ast.feature_extraction_ast import ASTFeatureExtractor
 from modeling_ast.training.augment import (
     MAX_ROLL,
@@ -424,7 +424,8 @@ def test_streaming_dataset_trains_with_trainer_max_steps(class_dir, tmp_path, ex
     from datasets import ClassLabel, List
     from transformers import Trainer, TrainingArguments
 
-    from modeling_ast import ASTConfig, ASTForAudioClassification
+    from modeling_ast import ASTForAudioClassification
+    from tiny_models import tiny_config
 
     dataset, _ = _make_hub_dataset(class_dir, [[0, 1], [1], [0]], List(ClassLabel(names=["cat", "dog"])))
     dataset.to_parquet(str(tmp_path / "data" / "train.parquet"))
@@ -432,10 +433,7 @@ def test_streaming_dataset_trains_with_trainer_max_steps(class_dir, tmp_path, ex
     space = stream.label_space()
     augment = AugmentConfig(mixup=0.5, freqm=8, timem=8)
     train_set = StreamingAudioDataset(stream, space, train=True, max_samples=MAX_SAMPLES, augment=augment)
-    config = ASTConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_length=MAX_FRAMES,
-        **space.config_kwargs(),
-    )
+    config = tiny_config(num_hidden_layers=1, num_attention_heads=2, max_length=MAX_FRAMES, **space.config_kwargs())
     args = TrainingArguments(
         output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=2, report_to="none",
         remove_unused_columns=False, save_strategy="no", use_cpu=True, logging_steps=1,
@@ -472,7 +470,8 @@ def test_map_datasets_train_with_soft_targets_and_evaluate_with_class_indices(fs
     pytest.importorskip("accelerate")
     from transformers import TrainingArguments
 
-    from modeling_ast import ASTConfig, ASTForAudioClassification
+    from modeling_ast import ASTForAudioClassification
+    from tiny_models import tiny_config
     from modeling_ast.training.trainer import ASTTrainer
 
     splits = folder_examples(fsdd_subset, label_regex=r"^(\d+)_", eval_regex=r"_[0-4]\.wav$")
@@ -481,10 +480,7 @@ def test_map_datasets_train_with_soft_targets_and_evaluate_with_class_indices(fs
     augment = SPEECH_COMMANDS
     train_set = AudioDataset(splits["train"], space, train=True, max_samples=MAX_SAMPLES, augment=augment)
     eval_set = AudioDataset(splits["eval"], space, max_samples=MAX_SAMPLES)
-    config = ASTConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_length=MAX_FRAMES,
-        **space.config_kwargs(),
-    )
+    config = tiny_config(num_hidden_layers=1, num_attention_heads=2, max_length=MAX_FRAMES, **space.config_kwargs())
     args = TrainingArguments(
         output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=3, per_device_eval_batch_size=3,
         report_to="none", remove_unused_columns=False, save_strategy="no", use_cpu=True,

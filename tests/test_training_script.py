@@ -22,7 +22,6 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
-import modeling_ast
 from modeling_ast.training.augment import AugmentConfig
 from modeling_ast.training.datasets import AudioDataset
 from modeling_ast.training.labels import LabelSpace
@@ -30,6 +29,7 @@ from modeling_ast.training.recipes import RecipeArguments, parse_args_with_recip
 from modeling_ast.training.sampling import DrawKey, EpochDrawSampler
 from modeling_ast.training.sources import manifest_examples
 from modeling_ast.training.trainer import last_complete_checkpoint, resume_target
+from tiny_models import save_tiny_checkpoint, tiny_builtin_config, tiny_model
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 RECIPES = sorted((EXAMPLES_DIR / "recipes").glob("*.json"))
@@ -525,9 +525,7 @@ def test_fine_tuning_keeps_the_head_for_the_same_labels_and_retargets_on_request
 
 
 def test_starts_from_transformers_ast_and_from_an_imagenet_deit(script, clips, tmp_path):
-    hf_config = transformers.ASTConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_length=64, num_labels=3
-    )
+    hf_config = tiny_builtin_config(num_hidden_layers=1, num_attention_heads=2, max_length=64, num_labels=3)
     transformers.ASTForAudioClassification(hf_config).save_pretrained(tmp_path / "hf_ast")
     transformers.ASTFeatureExtractor(max_length=64).save_pretrained(tmp_path / "hf_ast")
     run = ["--max_steps", "1", "--disable_tqdm", "true", "--report_to", "none", "--per_device_train_batch_size", "4"]
@@ -563,12 +561,9 @@ def tiny_starts(tmp_path_factory) -> dict[str, Path]:
         hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=384, patch_size=16
     )
     transformers.DeiTForImageClassificationWithTeacher(deit_config).save_pretrained(root / "deit")
-    audioset_config = modeling_ast.ASTConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_length=1024,
-        num_labels=5, problem_type="multi_label_classification",
-    )
-    modeling_ast.ASTForAudioClassification(audioset_config).save_pretrained(root / "audioset")
-    modeling_ast.ASTFeatureExtractor(max_length=1024).save_pretrained(root / "audioset")
+    audioset = tiny_model(num_hidden_layers=1, num_attention_heads=2, max_length=1024, num_labels=5,
+                          problem_type="multi_label_classification")
+    save_tiny_checkpoint(root / "audioset", audioset)
     return {"imagenet": root / "deit", "audioset": root / "audioset"}
 
 

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import EvalPrediction, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+from modeling_ast import ASTFeatureExtractor, ASTForAudioClassification
 from modeling_ast.training.averaging import (
     StateDictAverager,
     WeightAveragingCallback,
@@ -42,6 +42,7 @@ from modeling_ast.training.recipes import RecipeArguments, read_recipe
 from modeling_ast.training.sampling import DrawKey, EpochDrawSampler, balanced_sample_weights, derive_seed
 from modeling_ast.training.schedules import build_lr_scheduler, build_optimizer, trainer_steps_per_epoch
 from modeling_ast.training.trainer import ASTTrainer
+import tiny_models
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 FRAMES = 32  # 0.33 s of audio: a 12 x 2 patch grid, enough for the plumbing
@@ -49,18 +50,13 @@ TINY = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermed
 
 
 def tiny_model(seed: int, num_labels: int = 3, **overrides) -> ASTForAudioClassification:
-    torch.manual_seed(seed)
-    model = ASTForAudioClassification(ASTConfig(**{**TINY, "num_labels": num_labels, **overrides}))
-    with torch.no_grad():  # move every tensor away from its initial value so averages are informative
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.3)
-    return model.eval()
+    """The factory's model at TINY's sizes, every tensor moved away from its initial value so averages are
+    informative."""
+    return tiny_models.tiny_model(seed=seed, perturb=0.3, **{**TINY, "num_labels": num_labels, **overrides})
 
 
 def save_tiny(model: ASTForAudioClassification, directory: Path) -> Path:
-    model.save_pretrained(directory)
-    ASTFeatureExtractor(max_length=FRAMES, return_attention_mask=True).save_pretrained(directory)
-    return directory
+    return tiny_models.save_tiny_checkpoint(directory, model, return_attention_mask=True)
 
 
 def run_cli(script: str, argv: list[str], monkeypatch) -> int:

@@ -47,20 +47,15 @@ from .transformers_ast import is_transformers_ast, transformers_state_dict
 
 logger = logging.get_logger(__name__)
 
-__all__ = [
-    "adapt_pretrained_ast",
-    "adapt_pretrained_grid",
-    "save_adapted_ast",
-    "stride_resampled_grid",
-]
+__all__ = ["adapt_pretrained_ast", "save_adapted_ast"]
 
-StrideMapping = Literal["frames", "index"]
+_StrideMapping = Literal["frames", "index"]
 _PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 # Config fields that describe the old task, not the encoder.
 _TASK_FIELDS = ("id2label", "label2id", "num_labels", "problem_type", "architectures", "_name_or_path")
 
 
-def stride_resampled_grid(grid: torch.Tensor, source: ASTConfig, target: ASTConfig) -> torch.Tensor:
+def _stride_resampled_grid(grid: torch.Tensor, source: ASTConfig, target: ASTConfig) -> torch.Tensor:
     """Step 1 of the module docstring: (1, D, f0, t0) at the source's strides -> (1, D, f1, t1) at the target's.
 
     f1, t1 are the patch counts of the source's extent (mel bins x frames) at the target's strides. Target patch i
@@ -76,8 +71,8 @@ def stride_resampled_grid(grid: torch.Tensor, source: ASTConfig, target: ASTConf
     return grid
 
 
-def adapt_pretrained_grid(
-    pos_embed: torch.Tensor, source: ASTConfig, target: ASTConfig, stride_mapping: StrideMapping = "frames"
+def _adapt_pretrained_grid(
+    pos_embed: torch.Tensor, source: ASTConfig, target: ASTConfig, stride_mapping: _StrideMapping = "frames"
 ) -> torch.Tensor:
     """The source's positional embedding (1, 2 + f0 * t0, D) for the target's grid: (1, 2 + f * t, D).
 
@@ -89,7 +84,7 @@ def adapt_pretrained_grid(
     grid = grid_from_tokens(pos_embed, *source.patch_grid, num_tokens=2)
     strides_changed = (source.frequency_stride, source.time_stride) != (target.frequency_stride, target.time_stride)
     if stride_mapping == "frames" and strides_changed:
-        grid = stride_resampled_grid(grid, source, target)
+        grid = _stride_resampled_grid(grid, source, target)
     return tokens_from_grid(pos_embed[:, :2], adapt_grid(grid, *target.patch_grid))
 
 
@@ -175,7 +170,7 @@ def adapt_pretrained_ast(
     frequency_stride: int | None = None,
     time_stride: int | None = None,
     problem_type: str | None = None,
-    stride_mapping: StrideMapping = "frames",
+    stride_mapping: _StrideMapping = "frames",
     seed: int | None = None,
 ) -> ASTForAudioClassification:
     """A new-task AST from a pretrained one: new input length, optionally new strides, new labels and head.
@@ -204,7 +199,7 @@ def adapt_pretrained_ast(
     if "embeddings.pos_embed" not in weights:
         raise ValueError(f"the source has no embeddings.pos_embed; its keys: {sorted(weights)[:20]}")
     weights = dict(weights)
-    weights["embeddings.pos_embed"] = adapt_pretrained_grid(
+    weights["embeddings.pos_embed"] = _adapt_pretrained_grid(
         weights["embeddings.pos_embed"].to(torch.float32), source_config, config, stride_mapping
     )
     model = build_model(config, add_classifier=True, seed=seed)

@@ -17,6 +17,14 @@ from pathlib import Path
 
 from .common import AUDIOSET_MEAN, AUDIOSET_STD, DATASET_PRESETS, describe_model_dir, read_label_names, run_cli
 
+__all__ = [
+    "adapt_pretrained_main",
+    "convert_original_main",
+    "convert_transformers_main",
+    "export_onnx_main",
+    "imagenet_to_ast_main",
+]
+
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 LABELS_HELP = "label names: a .csv (display_name column), .json or .txt file, or a comma-separated list"
 OVERWRITE_HELP = "replace a non-empty OUTPUT_DIR"
@@ -115,7 +123,7 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------------ ast-convert-original
 
 
-def original_parser() -> argparse.ArgumentParser:
+def _original_parser() -> argparse.ArgumentParser:
     parser = _parser("ast-convert-original", ORIGINAL_DESCRIPTION)
     parser.add_argument("checkpoint_path", type=Path, help="the authors' .pth state dict (read without unpickling)")
     parser.add_argument("output_dir", type=Path, help="directory to write (must be empty or absent, see --overwrite)")
@@ -149,7 +157,7 @@ def original_parser() -> argparse.ArgumentParser:
 
 
 def convert_original_main(argv: list[str] | None = None) -> int:
-    args = original_parser().parse_args(argv)
+    args = _original_parser().parse_args(argv)
     from .original import convert_original_checkpoint
 
     return run_cli(lambda: convert_original_checkpoint(**vars(args)).summary())
@@ -158,7 +166,7 @@ def convert_original_main(argv: list[str] | None = None) -> int:
 # -------------------------------------------------------------------------------------- ast-convert-transformers
 
 
-def transformers_parser() -> argparse.ArgumentParser:
+def _transformers_parser() -> argparse.ArgumentParser:
     parser = _parser("ast-convert-transformers", TRANSFORMERS_DESCRIPTION)
     parser.add_argument(
         "direction", choices=("import", "export"), metavar="direction",
@@ -172,7 +180,7 @@ def transformers_parser() -> argparse.ArgumentParser:
 
 
 def convert_transformers_main(argv: list[str] | None = None) -> int:
-    args = transformers_parser().parse_args(argv)
+    args = _transformers_parser().parse_args(argv)
     from transformers import AutoConfig
 
     from ..feature_extraction_ast import ASTFeatureExtractor
@@ -201,7 +209,7 @@ def convert_transformers_main(argv: list[str] | None = None) -> int:
 IMAGENET_CONFIG_FIELDS = ("max_length", "frequency_stride", "time_stride", "num_mel_bins", "problem_type")
 
 
-def imagenet_parser() -> argparse.ArgumentParser:
+def _imagenet_parser() -> argparse.ArgumentParser:
     parser = _parser("ast-imagenet-to-ast", IMAGENET_DESCRIPTION)
     parser.add_argument(
         "state_dict_or_path", metavar="source",
@@ -236,7 +244,7 @@ def imagenet_parser() -> argparse.ArgumentParser:
 
 
 def imagenet_to_ast_main(argv: list[str] | None = None) -> int:
-    args = vars(imagenet_parser().parse_args(argv))
+    args = vars(_imagenet_parser().parse_args(argv))
     from ..configuration_ast import ASTConfig
     from .imagenet import save_ast_from_imagenet
 
@@ -258,7 +266,7 @@ def imagenet_to_ast_main(argv: list[str] | None = None) -> int:
 # ------------------------------------------------------------------------------------------ ast-adapt-pretrained
 
 
-def adapt_parser() -> argparse.ArgumentParser:
+def _adapt_parser() -> argparse.ArgumentParser:
     parser = _parser("ast-adapt-pretrained", ADAPT_DESCRIPTION)
     parser.add_argument("model_or_dir", metavar="source_dir", type=Path, help="saved pretrained AST directory")
     parser.add_argument("output_dir", type=Path, help="directory to write (must be empty or absent, see --overwrite)")
@@ -284,7 +292,7 @@ def adapt_parser() -> argparse.ArgumentParser:
 
 
 def adapt_pretrained_main(argv: list[str] | None = None) -> int:
-    args = vars(adapt_parser().parse_args(argv))
+    args = vars(_adapt_parser().parse_args(argv))
     from .adapt import save_adapted_ast
 
     def adapt() -> str:
@@ -298,7 +306,7 @@ def adapt_pretrained_main(argv: list[str] | None = None) -> int:
 # ----------------------------------------------------------------------------------------------- ast-export-onnx
 
 
-def onnx_parser() -> argparse.ArgumentParser:
+def _onnx_parser() -> argparse.ArgumentParser:
     parser = _parser("ast-export-onnx", ONNX_DESCRIPTION)
     parser.add_argument("model_dir", help="directory (or Hub id) of an ASTForAudioClassification checkpoint")
     parser.add_argument("output_path", type=Path, help="path of the .onnx file to write")
@@ -309,7 +317,7 @@ def onnx_parser() -> argparse.ArgumentParser:
 
 
 def export_onnx_main(argv: list[str] | None = None) -> int:
-    args = vars(onnx_parser().parse_args(argv))
+    args = vars(_onnx_parser().parse_args(argv))
     from ..modeling_ast import ASTForAudioClassification
     from .onnx import export_onnx
 

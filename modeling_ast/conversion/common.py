@@ -98,7 +98,7 @@ def dataset_preset(name: str) -> DatasetPreset:
 # -------------------------------------------------------------------------------------------------------- labels
 
 LabelSource = str | os.PathLike | Sequence[str] | Mapping[int | str, str]
-LABEL_FILE_SUFFIXES = (".csv", ".json", ".txt")
+_LABEL_FILE_SUFFIXES = (".csv", ".json", ".txt")
 
 
 def read_label_names(labels: LabelSource) -> list[str]:
@@ -115,7 +115,7 @@ def read_label_names(labels: LabelSource) -> list[str]:
     """
     if isinstance(labels, (str, os.PathLike)):
         path = Path(labels)
-        if isinstance(labels, str) and not path.is_file() and path.suffix.lower() not in LABEL_FILE_SUFFIXES:
+        if isinstance(labels, str) and not path.is_file() and path.suffix.lower() not in _LABEL_FILE_SUFFIXES:
             names, where = [name.strip() for name in labels.split(",") if name.strip()], f"labels {labels!r}"
         else:
             names, where = _label_file_names(path), str(path)
@@ -148,7 +148,7 @@ def _label_file_names(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"label file {path} does not exist")
     suffix = path.suffix.lower()
-    if suffix not in LABEL_FILE_SUFFIXES:
+    if suffix not in _LABEL_FILE_SUFFIXES:
         raise ValueError(f"label file {path}: use a .csv (index,mid,display_name), .json or .txt file")
     try:
         text = path.read_text(encoding="utf-8-sig")  # utf-8-sig: a leading byte-order mark is not part of the text

@@ -67,23 +67,18 @@ from .positional import adapt_grid, grid_from_tokens, tokens_from_grid
 
 logger = logging.get_logger(__name__)
 
-__all__ = [
-    "ImageNetEncoder",
-    "ast_from_imagenet",
-    "parse_imagenet_encoder",
-    "save_ast_from_imagenet",
-]
+__all__ = ["ast_from_imagenet", "save_ast_from_imagenet"]
 
-CheckpointSource = str | os.PathLike | Mapping[str, torch.Tensor] | nn.Module
-CHECKPOINT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+_CheckpointSource = str | os.PathLike | Mapping[str, torch.Tensor] | nn.Module
+_CHECKPOINT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
-TIMM_LAYER_NORM_EPS = 1e-6
-TRANSFORMERS_LAYER_NORM_EPS = 1e-12  # ViTConfig / DeiTConfig default, used for a bare transformers state dict
+_TIMM_LAYER_NORM_EPS = 1e-6
+_TRANSFORMERS_LAYER_NORM_EPS = 1e-12  # ViTConfig / DeiTConfig default, used for a bare transformers state dict
 _HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
 
 
 @dataclass
-class ImageNetEncoder:
+class _ImageNetEncoder:
     """An ImageNet ViT / DeiT encoder renamed to our `ASTModel` keys, before any audio adaptation.
 
     `weights` holds float32 tensors: `embeddings.patch_embed.proj.weight` still (D, C, p, p) with C image channels,
@@ -113,7 +108,7 @@ class ImageNetEncoder:
 # --------------------------------------------------------------------------------------------------------- reading
 
 
-def read_imagenet_checkpoint(source: CheckpointSource) -> tuple[dict[str, torch.Tensor], dict | None]:
+def _read_imagenet_checkpoint(source: _CheckpointSource) -> tuple[dict[str, torch.Tensor], dict | None]:
     """(state dict, config.json as a dict or None) from a file, a checkpoint directory, a Hub repository id, a dict or
     a module. A Hub repository or directory holds config.json and the weights: a transformers ViT / DeiT
     (`facebook/deit-base-distilled-patch16-384`) or a timm one (`timm/deit_base_distilled_patch16_384.fb_in1k`)."""
@@ -128,7 +123,7 @@ def read_imagenet_checkpoint(source: CheckpointSource) -> tuple[dict[str, torch.
     path = Path(source)
     if path.is_file():
         return load_state_dict(path), None
-    if path.suffix in CHECKPOINT_FILE_SUFFIXES:
+    if path.suffix in _CHECKPOINT_FILE_SUFFIXES:
         raise FileNotFoundError(f"no checkpoint file at {path}")
     try:
         return load_checkpoint_dir(source)
@@ -138,7 +133,7 @@ def read_imagenet_checkpoint(source: CheckpointSource) -> tuple[dict[str, torch.
         ) from error
 
 
-def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Remove a `module.` (DataParallel) or `model.` prefix carried by every key, repeatedly."""
     state_dict = dict(state_dict)
     while state_dict:
@@ -149,7 +144,7 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
     return state_dict
 
 
-def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
+def _detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
     """"timm" or "transformers"; raises ValueError listing the keys when the layout is neither."""
     if "patch_embed.proj.weight" in state_dict:
         return "timm"
@@ -311,21 +306,21 @@ def _imagenet_grid(patch_rows: int, patch_size: int, hf_config: Mapping | None, 
     return grid
 
 
-def parse_imagenet_encoder(
-    source: CheckpointSource,
+def _parse_imagenet_encoder(
+    source: _CheckpointSource,
     *,
     num_attention_heads: int | None = None,
     layer_norm_eps: float | None = None,
     imagenet_grid: tuple[int, int] | None = None,
-) -> ImageNetEncoder:
+) -> _ImageNetEncoder:
     """Read and validate an ImageNet ViT/DeiT checkpoint (see the module docstring for accepted sources).
 
     Raises ValueError listing missing and unexpected keys for an unknown or incomplete layout, and naming every tensor
     whose shape disagrees with the inferred geometry.
     """
-    state_dict, hf_config = read_imagenet_checkpoint(source)
-    state_dict = strip_wrapper_prefixes(state_dict)
-    layout = detect_layout(state_dict)
+    state_dict, hf_config = _read_imagenet_checkpoint(source)
+    state_dict = _strip_wrapper_prefixes(state_dict)
+    layout = _detect_layout(state_dict)
     if layout == "timm":
         hf_config = None  # a timm repository's config.json has none of the transformers fields read below
     rename = _rename_timm if layout == "timm" else _rename_transformers
@@ -351,13 +346,13 @@ def parse_imagenet_encoder(
     patch_rows = weights["embeddings.pos_embed"].shape[1] - (2 if has_dist else 1)
     if layer_norm_eps is None:
         if layout == "timm":
-            layer_norm_eps = TIMM_LAYER_NORM_EPS
+            layer_norm_eps = _TIMM_LAYER_NORM_EPS
         elif hf_config is not None and "layer_norm_eps" in hf_config:
             layer_norm_eps = float(hf_config["layer_norm_eps"])
         else:
-            layer_norm_eps = TRANSFORMERS_LAYER_NORM_EPS
+            layer_norm_eps = _TRANSFORMERS_LAYER_NORM_EPS
             logger.warning("transformers state dict without its config: assuming layer_norm_eps=1e-12 (the default)")
-    return ImageNetEncoder(
+    return _ImageNetEncoder(
         weights=weights,
         layout=layout,
         hidden_size=hidden,
@@ -377,7 +372,7 @@ def parse_imagenet_encoder(
 # ------------------------------------------------------------------------------------------------------ conversion
 
 
-def audio_config(config: ASTConfig | None, encoder: ImageNetEncoder) -> ASTConfig:
+def _audio_config(config: ASTConfig | None, encoder: _ImageNetEncoder) -> ASTConfig:
     """A copy of `config` (the audio side: strides, max_length, mel bins, labels) with the encoder's geometry.
 
     The encoder fields (hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, layer_norm_eps,
@@ -405,12 +400,12 @@ def audio_config(config: ASTConfig | None, encoder: ImageNetEncoder) -> ASTConfi
     return config
 
 
-def audio_patch_kernel(kernel: torch.Tensor) -> torch.Tensor:
+def _audio_patch_kernel(kernel: torch.Tensor) -> torch.Tensor:
     """(D, C, p, p) image kernel -> (D, 1, p, p) by summing over the C input channels, as the original does."""
     return kernel.sum(dim=1, keepdim=True)
 
 
-def audio_positional_embedding(encoder: ImageNetEncoder, grid: tuple[int, int]) -> torch.Tensor:
+def _audio_positional_embedding(encoder: _ImageNetEncoder, grid: tuple[int, int]) -> torch.Tensor:
     """The source's positional embedding adapted to the AST patch grid (f, t): (1, 2 + f * t, D).
 
     Token rows are kept ([CLS], [DIST]; for a ViT the [CLS] row twice); the ImageNet patch grid is adapted with
@@ -425,18 +420,18 @@ def audio_positional_embedding(encoder: ImageNetEncoder, grid: tuple[int, int]) 
     return tokens_from_grid(token_rows, adapt_grid(patch_grid, *grid))
 
 
-def audio_encoder_weights(encoder: ImageNetEncoder, config: ASTConfig) -> dict[str, torch.Tensor]:
+def _audio_encoder_weights(encoder: _ImageNetEncoder, config: ASTConfig) -> dict[str, torch.Tensor]:
     """The complete `ASTModel` state dict for `config` from an ImageNet encoder."""
     weights = dict(encoder.weights)
-    weights["embeddings.patch_embed.proj.weight"] = audio_patch_kernel(weights["embeddings.patch_embed.proj.weight"])
+    weights["embeddings.patch_embed.proj.weight"] = _audio_patch_kernel(weights["embeddings.patch_embed.proj.weight"])
     if not encoder.has_dist_token:
         weights["embeddings.dist_token"] = weights["embeddings.cls_token"].clone()
-    weights["embeddings.pos_embed"] = audio_positional_embedding(encoder, config.patch_grid)
+    weights["embeddings.pos_embed"] = _audio_positional_embedding(encoder, config.patch_grid)
     return weights
 
 
 def ast_from_imagenet(
-    state_dict_or_path: CheckpointSource,
+    state_dict_or_path: _CheckpointSource,
     config: ASTConfig | None = None,
     *,
     add_classifier: bool = True,
@@ -452,7 +447,7 @@ def ast_from_imagenet(
             or timm), state dict, or model.
         config: the audio side of the model — `frequency_stride`, `time_stride`, `max_length`, `num_mel_bins`,
             labels (`num_labels` / `id2label`), `problem_type`, `head_layer_norm_eps`. Its encoder fields are replaced
-            by the checkpoint's (see `audio_config`). Default: `ASTConfig()` (128 x 1024, strides 10, 2 labels).
+            by the checkpoint's (see `_audio_config`). Default: `ASTConfig()` (128 x 1024, strides 10, 2 labels).
         add_classifier: return `ASTForAudioClassification` with a new head (True) or the bare `ASTModel`.
         num_attention_heads: override the inferred head count.
         layer_norm_eps: override the source's LayerNorm epsilon.
@@ -462,7 +457,7 @@ def ast_from_imagenet(
     Returns:
         the model in eval mode; its positional embedding is (1, 2 + f * t, D) for `config.patch_grid` = (f, t).
     """
-    encoder = parse_imagenet_encoder(
+    encoder = _parse_imagenet_encoder(
         state_dict_or_path,
         num_attention_heads=num_attention_heads,
         layer_norm_eps=layer_norm_eps,
@@ -470,14 +465,14 @@ def ast_from_imagenet(
     )
     if encoder.ignored_keys:
         logger.info(f"dropped the ImageNet-only tensors {sorted(encoder.ignored_keys)}")
-    config = audio_config(config, encoder)
+    config = _audio_config(config, encoder)
     model = build_model(config, add_classifier, seed)
-    load_encoder(model, audio_encoder_weights(encoder, config))
+    load_encoder(model, _audio_encoder_weights(encoder, config))
     return model.eval()
 
 
 def save_ast_from_imagenet(
-    state_dict_or_path: CheckpointSource,
+    state_dict_or_path: _CheckpointSource,
     output_dir: str | os.PathLike,
     config: ASTConfig | None = None,
     *,

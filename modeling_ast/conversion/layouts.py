@@ -33,18 +33,14 @@ __all__ = [
     "ORIGINAL",
     "ORIGINAL_ANCHOR_KEYS",
     "ORIGINAL_UNUSED_PREFIXES",
-    "OUR_PREFIX",
     "TIMM",
     "TIMM_IGNORED",
-    "TRANSFORMERS_AST",
-    "TRANSFORMERS_PREFIX",
     "TRANSFORMERS_VIT_IGNORED",
     "TRANSFORMERS_VIT_PATCH_KEY",
     "TRANSFORMERS_VIT_PREFIXES",
     "WRAPPER_PREFIXES",
     "from_transformers_ast",
     "is_transformers_ast_state_dict",
-    "key_pattern",
     "to_transformers_ast",
 ]
 
@@ -61,7 +57,7 @@ def _regex(template: str, named: bool = True) -> str:
     )
 
 
-def key_pattern(*templates: str) -> re.Pattern:
+def _key_pattern(*templates: str) -> re.Pattern:
     """One regex that fully matches any of `templates` (use with `fullmatch`)."""
     return re.compile("|".join(_regex(template, named=False) for template in templates))
 
@@ -112,7 +108,7 @@ TIMM = KeyMap(
     ]
 )
 # ImageNet-only parts of a timm source that the audio model has no use for.
-TIMM_IGNORED = key_pattern("head.{p}", "head_dist.{p}", "pre_logits.fc.{p}")
+TIMM_IGNORED = _key_pattern("head.{p}", "head_dist.{p}", "pre_logits.fc.{p}")
 # Prefixes a training wrapper puts before every key: DataParallel's `module.`, Lightning's `model.`.
 WRAPPER_PREFIXES = ("module.", "model.")
 
@@ -134,11 +130,11 @@ ORIGINAL_ANCHOR_KEYS = (
 
 # -------------------------------------------------------------------------------------------------------- transformers
 
-TRANSFORMERS_PREFIX = "audio_spectrogram_transformer."
-OUR_PREFIX = "ast."
+_TRANSFORMERS_PREFIX = "audio_spectrogram_transformer."
+_OUR_PREFIX = "ast."
 
 # transformers' built-in AST, legacy on-disk spelling (without the model prefix) -> ours; q/k/v are separate below.
-TRANSFORMERS_AST = KeyMap(
+_TRANSFORMERS_AST = KeyMap(
     [
         ("embeddings.cls_token", "embeddings.cls_token"),
         ("embeddings.distillation_token", "embeddings.dist_token"),
@@ -175,7 +171,7 @@ _QKV_OURS = re.compile(_regex("blocks.{i}.attn.qkv.{p}"))
 # transformers ViT / DeiT: model prefixes, the key that identifies the layout, and ImageNet-only parts.
 TRANSFORMERS_VIT_PREFIXES = ("deit.", "vit.")
 TRANSFORMERS_VIT_PATCH_KEY = re.compile(r"(?:(?:deit|vit)\.)?embeddings\.patch_embeddings\.projection\.weight")
-TRANSFORMERS_VIT_IGNORED = key_pattern(
+TRANSFORMERS_VIT_IGNORED = _key_pattern(
     "pooler.dense.{p}", "classifier.{p}", "cls_classifier.{p}", "distillation_classifier.{p}", "embeddings.mask_token"
 )
 # First parts of audio (AST) checkpoint keys, to point a user who gave one to an ImageNet importer elsewhere.
@@ -185,7 +181,7 @@ AST_KEY_PREFIXES = ("v.", "ast.", "audio_spectrogram_transformer.", "mlp_head.")
 def is_transformers_ast_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
     """Whether the keys look like transformers' built-in AST (either spelling, with or without the model prefix)."""
     return any(
-        key.startswith(TRANSFORMERS_PREFIX) or key.startswith(("embeddings.distillation_token", "encoder.layer."))
+        key.startswith(_TRANSFORMERS_PREFIX) or key.startswith(("embeddings.distillation_token", "encoder.layer."))
         for key in state_dict
     )
 
@@ -219,14 +215,14 @@ def from_transformers_ast(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[
     qkv_parts: dict[str, dict[int, tuple[str, torch.Tensor]]] = {}
     unknown: list[str] = []
     for key, tensor in state_dict.items():
-        prefix, body = _split_model_prefix(key, TRANSFORMERS_PREFIX, OUR_PREFIX)
+        prefix, body = _split_model_prefix(key, _TRANSFORMERS_PREFIX, _OUR_PREFIX)
         if qkv := _QKV_FROM_TRANSFORMERS.fullmatch(body):
             layer = qkv.group(1) or qkv.group(3)
             part = qkv.group(2) or qkv.group(4)
             fused_key = f"{prefix}blocks.{layer}.attn.qkv.{qkv.group(5)}"
             qkv_parts.setdefault(fused_key, {})[_QKV_ORDER[part]] = (key, tensor)
             continue
-        new_body = TRANSFORMERS_AST.to_ours(body) or _TRANSFORMERS_AST_IN_MEMORY.to_ours(body)
+        new_body = _TRANSFORMERS_AST.to_ours(body) or _TRANSFORMERS_AST_IN_MEMORY.to_ours(body)
         if new_body is None:
             unknown.append(key)
         else:
@@ -243,12 +239,12 @@ def to_transformers_ast(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
     """
     converted: dict[str, torch.Tensor] = {}
     for key, tensor in state_dict.items():
-        prefix, body = _split_model_prefix(key, OUR_PREFIX, TRANSFORMERS_PREFIX)
+        prefix, body = _split_model_prefix(key, _OUR_PREFIX, _TRANSFORMERS_PREFIX)
         if qkv := _QKV_OURS.fullmatch(body):
             for part, rows in zip(("query", "key", "value"), tensor.chunk(3, dim=0)):
                 converted[prefix + _QKV_TO_TRANSFORMERS.format(part=part, **qkv.groupdict())] = rows.clone()
             continue
-        new_body = TRANSFORMERS_AST.to_theirs(body)
+        new_body = _TRANSFORMERS_AST.to_theirs(body)
         if new_body is None:
             raise ValueError(f"{key} has no counterpart in transformers' AST layout")
         converted[prefix + new_body] = tensor

@@ -9,7 +9,7 @@ Nothing in the file says how it was trained, so the converter infers it from ten
 
 * D from the tokens, the number of blocks from their indices, the MLP width from `mlp.fc1`, the label count from
   `mlp_head.1`, heads as in DeiT (64 per head: 768 -> 12, 384 -> 6, 192 -> 3; overridable);
-* patch strides and input length from the number of positional rows. The authors' layouts (`KNOWN_LAYOUTS`) are
+* patch strides and input length from the number of positional rows. The authors' layouts (`_KNOWN_LAYOUTS`) are
   recognised: at 128 x 1024 the grids 12x101 / 10x85 / 9x73 / 8x64 mean strides 10 / 12 / 14 / 16, and 144 patches
   are the 128-frame Speech Commands model (stride 10). Any other count is ambiguous (several strides and lengths give
   it), so `frequency_stride`, `time_stride` and `max_length` must then be passed.
@@ -46,21 +46,12 @@ from .original_report import ConversionReport, file_sha256, reported_metric_text
 
 logger = logging.get_logger(__name__)
 
-__all__ = [
-    "KNOWN_LAYOUTS",
-    "ConversionReport",
-    "OriginalLayout",
-    "convert_original_checkpoint",
-    "inspect_original_checkpoint",
-    "original_to_ours",
-    "read_labels",
-    "resolve_geometry",
-]
+__all__ = ["OriginalLayout", "convert_original_checkpoint", "inspect_original_checkpoint", "original_to_ours"]
 
-ENCODER_LAYER_NORM_EPS = 1e-6  # timm 0.4.5 DeiT: partial(nn.LayerNorm, eps=1e-6)
-HEAD_LAYER_NORM_EPS = 1e-5  # nn.LayerNorm default in the original mlp_head
-DEIT_HEAD_DIM = 64  # every DeiT size (tiny 192/3, small 384/6, base 768/12) uses 64-wide heads
-DEFAULT_NUM_MEL_BINS = 128  # input_fdim of every recipe of the original code
+_ENCODER_LAYER_NORM_EPS = 1e-6  # timm 0.4.5 DeiT: partial(nn.LayerNorm, eps=1e-6)
+_HEAD_LAYER_NORM_EPS = 1e-5  # nn.LayerNorm default in the original mlp_head
+_DEIT_HEAD_DIM = 64  # every DeiT size (tiny 192/3, small 384/6, base 768/12) uses 64-wide heads
+_DEFAULT_NUM_MEL_BINS = 128  # input_fdim of every recipe of the original code
 
 _BLOCK_INDEX = re.compile(r"v\.blocks\.(\d+)\.")
 
@@ -69,7 +60,7 @@ _BLOCK_INDEX = re.compile(r"v\.blocks\.(\d+)\.")
 
 
 @dataclasses.dataclass(frozen=True)
-class KnownLayout:
+class _KnownLayout:
     """Strides and input length of a patch count the authors used (128 mel bins, 16 x 16 patches)."""
 
     frequency_stride: int
@@ -78,13 +69,13 @@ class KnownLayout:
     origin: str
 
 
-KNOWN_LAYOUTS: dict[int, KnownLayout] = {
-    1212: KnownLayout(10, 10, 1024, "AudioSet, stride 10 (12 x 101 grid)"),
-    850: KnownLayout(12, 12, 1024, "AudioSet, stride 12 (10 x 85 grid)"),
-    657: KnownLayout(14, 14, 1024, "AudioSet, stride 14 (9 x 73 grid)"),
-    512: KnownLayout(16, 16, 1024, "AudioSet, stride 16 (8 x 64 grid)"),
-    600: KnownLayout(10, 10, 512, "ESC-50 recipe, stride 10 (12 x 50 grid)"),
-    144: KnownLayout(10, 10, 128, "Speech Commands V2, stride 10 (12 x 12 grid)"),
+_KNOWN_LAYOUTS: dict[int, _KnownLayout] = {
+    1212: _KnownLayout(10, 10, 1024, "AudioSet, stride 10 (12 x 101 grid)"),
+    850: _KnownLayout(12, 12, 1024, "AudioSet, stride 12 (10 x 85 grid)"),
+    657: _KnownLayout(14, 14, 1024, "AudioSet, stride 14 (9 x 73 grid)"),
+    512: _KnownLayout(16, 16, 1024, "AudioSet, stride 16 (8 x 64 grid)"),
+    600: _KnownLayout(10, 10, 512, "ESC-50 recipe, stride 10 (12 x 50 grid)"),
+    144: _KnownLayout(10, 10, 128, "Speech Commands V2, stride 10 (12 x 12 grid)"),
 }
 
 
@@ -102,23 +93,23 @@ def _geometry_candidates(num_patches: int, num_mel_bins: int, patch_size: int) -
     return candidates
 
 
-def resolve_geometry(
+def _resolve_geometry(
     num_patches: int,
     *,
     patch_size: int = 16,
-    num_mel_bins: int = DEFAULT_NUM_MEL_BINS,
+    num_mel_bins: int = _DEFAULT_NUM_MEL_BINS,
     frequency_stride: int | None = None,
     time_stride: int | None = None,
     max_length: int | None = None,
 ) -> tuple[int, int, int]:
     """(frequency_stride, time_stride, max_length) of a positional grid of `num_patches` patches.
 
-    Explicit values win; missing ones come from `KNOWN_LAYOUTS` when the count is one the authors used (128 bins,
+    Explicit values win; missing ones come from `_KNOWN_LAYOUTS` when the count is one the authors used (128 bins,
     16 x 16 patches). Otherwise all three must be given. Raises ValueError when the result does not give exactly
     `num_patches` patches, or when the count is ambiguous and some value is missing.
     """
     given = {"frequency_stride": frequency_stride, "time_stride": time_stride, "max_length": max_length}
-    known = KNOWN_LAYOUTS.get(num_patches) if (num_mel_bins, patch_size) == (DEFAULT_NUM_MEL_BINS, 16) else None
+    known = _KNOWN_LAYOUTS.get(num_patches) if (num_mel_bins, patch_size) == (_DEFAULT_NUM_MEL_BINS, 16) else None
     if known is not None:
         resolved = {
             "frequency_stride": known.frequency_stride,
@@ -130,7 +121,7 @@ def resolve_geometry(
         candidates = _geometry_candidates(num_patches, num_mel_bins, patch_size)
         raise ValueError(
             f"v.pos_embed holds {num_patches} patch positions, which is not one of the authors' layouts "
-            f"({sorted(KNOWN_LAYOUTS)} patches at {DEFAULT_NUM_MEL_BINS} mel bins), so the patch strides and input "
+            f"({sorted(_KNOWN_LAYOUTS)} patches at {_DEFAULT_NUM_MEL_BINS} mel bins), so the patch strides and input "
             "length cannot be told from the shapes alone: pass frequency_stride, time_stride and max_length "
             "(--frequency_stride, --time_stride, --max_length). "
             + (f"Equal-stride readings of {num_patches} patches: {'; '.join(candidates)}." if candidates else "")
@@ -182,8 +173,8 @@ class OriginalLayout:
             hidden_act="gelu",
             hidden_dropout_prob=0.0,
             attention_probs_dropout_prob=0.0,
-            layer_norm_eps=ENCODER_LAYER_NORM_EPS,
-            head_layer_norm_eps=HEAD_LAYER_NORM_EPS,
+            layer_norm_eps=_ENCODER_LAYER_NORM_EPS,
+            head_layer_norm_eps=_HEAD_LAYER_NORM_EPS,
             **kwargs,
         )
 
@@ -208,7 +199,7 @@ def _layout_error(
     )
 
 
-def strip_data_parallel_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _strip_data_parallel_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Remove the `module.` that `torch.nn.DataParallel` puts before every key (keys without it are kept)."""
     stripped: dict[str, torch.Tensor] = {}
     for key, tensor in state_dict.items():
@@ -233,16 +224,16 @@ def inspect_original_checkpoint(
     time_stride: int | None = None,
     max_length: int | None = None,
     num_attention_heads: int | None = None,
-    num_mel_bins: int = DEFAULT_NUM_MEL_BINS,
+    num_mel_bins: int = _DEFAULT_NUM_MEL_BINS,
 ) -> OriginalLayout:
     """Infer architecture and geometry from the shapes of an original state dict (with or without `module.`).
 
     Only shapes are read, so meta tensors work. The keyword arguments override (and are checked against) what the
     shapes say; `frequency_stride`, `time_stride` and `max_length` are required when the patch count is not one of
-    `KNOWN_LAYOUTS`, and `num_attention_heads` when the hidden size is not a multiple of 64.
+    `_KNOWN_LAYOUTS`, and `num_attention_heads` when the hidden size is not a multiple of 64.
     Raises ValueError for an unknown layout (listing unexpected and missing keys) or inconsistent shapes.
     """
-    state_dict = strip_data_parallel_prefix(state_dict)
+    state_dict = _strip_data_parallel_prefix(state_dict)
     missing = [key for key in ORIGINAL_ANCHOR_KEYS if key not in state_dict]
     if missing:
         unexpected = [
@@ -260,19 +251,19 @@ def inspect_original_checkpoint(
     num_layers = 1 + max(int(match.group(1)) for key in state_dict if (match := _BLOCK_INDEX.match(key)))
 
     if num_attention_heads is None:
-        if hidden_size % DEIT_HEAD_DIM:
+        if hidden_size % _DEIT_HEAD_DIM:
             raise ValueError(
                 f"hidden size {hidden_size} (v.cls_token) is not a multiple of DeiT's 64-wide heads, so the number "
                 "of attention heads cannot be inferred: pass num_attention_heads (--num_attention_heads)"
             )
-        num_attention_heads = hidden_size // DEIT_HEAD_DIM
+        num_attention_heads = hidden_size // _DEIT_HEAD_DIM
     elif num_attention_heads <= 0 or hidden_size % num_attention_heads:
         raise ValueError(f"num_attention_heads={num_attention_heads} does not divide the hidden size {hidden_size}")
 
     if positions < 3:
         shape = tuple(state_dict["v.pos_embed"].shape)
         raise ValueError(f"v.pos_embed: expected (1, 2 + patches, hidden) with patches >= 1, got {shape}")
-    strides_and_length = resolve_geometry(
+    strides_and_length = _resolve_geometry(
         positions - 2,
         patch_size=proj[-1],
         num_mel_bins=num_mel_bins,
@@ -310,7 +301,7 @@ def original_to_ours(
     The unused ImageNet heads are dropped; tensors become contiguous float32. Raises ValueError listing unexpected and
     missing keys (in original names) if the layout differs, or naming each (key, expected shape, found shape).
     """
-    state_dict = strip_data_parallel_prefix(state_dict)
+    state_dict = _strip_data_parallel_prefix(state_dict)
     expected = _expected_shapes(config)
     converted: dict[str, torch.Tensor] = {}
     unexpected: list[str] = []
@@ -365,7 +356,7 @@ def _dataset_preset(dataset: str | None, checkpoint_name: str, num_labels: int) 
     return preset
 
 
-def read_labels(labels: LabelSource | None, num_labels: int) -> tuple[dict[int, str], str]:
+def _read_labels(labels: LabelSource | None, num_labels: int) -> tuple[dict[int, str], str]:
     """id2label for a head of `num_labels` outputs, and a short description of where the names came from.
 
     `labels` is anything `common.read_label_names` reads (AudioSet's `class_labels_indices.csv`, a JSON or text
@@ -434,7 +425,7 @@ def convert_original_checkpoint(
     time_stride: int | None = None,
     max_length: int | None = None,
     num_attention_heads: int | None = None,
-    num_mel_bins: int = DEFAULT_NUM_MEL_BINS,
+    num_mel_bins: int = _DEFAULT_NUM_MEL_BINS,
     overwrite: bool = False,
     push_to_hub: str | None = None,
     hub_token: str | None = None,
@@ -479,7 +470,7 @@ def convert_original_checkpoint(
         num_attention_heads=num_attention_heads,
         num_mel_bins=num_mel_bins,
     )
-    id2label, labels_source = read_labels(labels, layout.num_labels)
+    id2label, labels_source = _read_labels(labels, layout.num_labels)
     preset = _dataset_preset(dataset, checkpoint_path.name, layout.num_labels)
     mean, std, problem_type = _resolve_task(preset, mean, std, problem_type)
     config = layout.to_config(

@@ -25,10 +25,18 @@ from .layouts import from_transformers_ast, to_transformers_ast
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "convert_transformers_checkpoint",
+    "export_to_transformers",
+    "is_transformers_ast",
+    "read_transformers_weights",
+    "transformers_state_dict",
+]
+
 _HUB_ARGUMENTS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
 
 
-def hub_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+def _hub_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The `from_pretrained` keyword arguments that address files (revision, cache, token, ...)."""
     return {key: kwargs[key] for key in _HUB_ARGUMENTS if key in kwargs}
 
@@ -46,7 +54,7 @@ def read_transformers_weights(
     of which the file-addressing ones (revision, token, ...) are used. The config is read by `ASTConfig`, which
     translates the built-in one itself.
     """
-    hub_kwargs = hub_arguments(from_pretrained_kwargs)
+    hub_kwargs = _hub_arguments(from_pretrained_kwargs)
     if os.path.isfile(name_or_path) or not is_transformers_ast(read_config_dict(name_or_path, **hub_kwargs)):
         return None
     return transformers_state_dict(name_or_path, **hub_kwargs)

@@ -19,3 +19,5 @@ Training and its outputs:
 - `averaging`: weight averaging of epoch checkpoints and ensemble prediction;
 - `report`: headline metrics, the evaluation plot, the model card.
 """
+
+__all__: list[str] = []  # each building block is imported from its module

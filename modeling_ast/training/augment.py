@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "MAX_ROLL",
     "AugmentConfig",
     "MaskSpans",
     "mix_targets",
@@ -35,8 +36,8 @@ __all__ = [
 
 # The time roll of the Speech Commands recipe draws a shift from {-MAX_ROLL, ..., MAX_ROLL - 1} frames.
 MAX_ROLL = 10
-# Noise amplitude: U(0, 1) * r / NOISE_DIVISOR with r ~ U(0, 1) per clip.
-NOISE_DIVISOR = 10.0
+# Noise amplitude: U(0, 1) * r / _NOISE_DIVISOR with r ~ U(0, 1) per clip.
+_NOISE_DIVISOR = 10.0
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ def noise_and_roll(
     """
     if features.dim() != 2:
         raise ValueError(f"noise_and_roll expects one clip's (frames, mel_bins) features, got {tuple(features.shape)}")
-    strength = float(torch.rand((), generator=generator)) / NOISE_DIVISOR
+    strength = float(torch.rand((), generator=generator)) / _NOISE_DIVISOR
     noisy = features + torch.rand(features.shape, generator=generator) * strength
     shift = random_int(-MAX_ROLL, MAX_ROLL - 1, generator)
     length = features.shape[0] if num_frames is None else num_frames

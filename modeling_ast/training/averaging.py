@@ -34,10 +34,18 @@ from ..modeling_ast import class_scores
 
 logger = logging.get_logger(__name__)
 
-EPOCH_CHECKPOINT_DIR = "epoch_checkpoints"
-AVERAGED_MODEL_DIR = "weight_averaged"
-AVERAGING_RECORD = "weight_averaging.json"
-COPIED_CONFIGS = ("config.json", "preprocessor_config.json")
+__all__ = [
+    "EnsemblePrediction",
+    "StateDictAverager",
+    "WeightAveragingCallback",
+    "average_checkpoints",
+    "ensemble_predict",
+]
+
+_EPOCH_CHECKPOINT_DIR = "epoch_checkpoints"
+_AVERAGED_MODEL_DIR = "weight_averaged"
+_AVERAGING_RECORD = "weight_averaging.json"
+_COPIED_CONFIGS = ("config.json", "preprocessor_config.json")
 # config.json entries that may differ between checkpoints of the same model.
 _VOLATILE_CONFIG_KEYS = frozenset({"transformers_version", "_name_or_path", "dtype", "torch_dtype"})
 
@@ -98,7 +106,7 @@ class StateDictAverager:
 
 def _write_record(directory: Path, record: dict[str, Any]) -> None:
     """weight_averaging.json: what was averaged."""
-    (directory / AVERAGING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    (directory / _AVERAGING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 
 class WeightAveragingCallback(TrainerCallback):
@@ -134,7 +142,7 @@ class WeightAveragingCallback(TrainerCallback):
     @staticmethod
     def epoch_checkpoint(output_dir: str | os.PathLike, epoch: int) -> Path:
         """Path of the saved weights of `epoch` under a training `output_dir`."""
-        return Path(output_dir) / EPOCH_CHECKPOINT_DIR / f"epoch_{epoch}.safetensors"
+        return Path(output_dir) / _EPOCH_CHECKPOINT_DIR / f"epoch_{epoch}.safetensors"
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -207,7 +215,7 @@ class WeightAveragingCallback(TrainerCallback):
         model.load_state_dict(self._averager.average())  # the float64 mean rounded to the model's dtypes
         self._averager = StateDictAverager()  # frees the float64 means
         if state.is_world_process_zero:
-            target = Path(args.output_dir) / AVERAGED_MODEL_DIR
+            target = Path(args.output_dir) / _AVERAGED_MODEL_DIR
             with atomic_output_dir(target, overwrite=True) as staging:
                 model.save_pretrained(staging)
                 if hasattr(processing_class, "save_pretrained"):
@@ -274,7 +282,7 @@ def average_checkpoints(
                 raise ValueError(f"config.json of {path} differs from that of {reference_config[0]}: {differences}")
         averager.add(state_dict, str(path))
         del state_dict
-        config_dirs.update({name: config_dir for name in COPIED_CONFIGS if (config_dir / name).is_file()})
+        config_dirs.update({name: config_dir for name in _COPIED_CONFIGS if (config_dir / name).is_file()})
     if "config.json" not in config_dirs:
         logger.warning("no input has a config.json: the output holds only weights, which from_pretrained cannot load")
     with atomic_output_dir(output_dir, overwrite=overwrite) as staging:
@@ -315,7 +323,7 @@ def _check_same_task(models: Sequence[PreTrainedModel]) -> str | None:
     return first.problem_type
 
 
-def class_probabilities(model: PreTrainedModel, inputs: Mapping[str, Any], problem_type: str | None) -> torch.Tensor:
+def _class_probabilities(model: PreTrainedModel, inputs: Mapping[str, Any], problem_type: str | None) -> torch.Tensor:
     """(B, C) float32 CPU scores: sigmoid of the logits for multi-label models, softmax for single-label ones
     (`class_scores`, as the pipeline).
 
@@ -358,7 +366,7 @@ def ensemble_predict(
         with torch.inference_mode():
             for batch in batches:
                 for chunks, model in zip(member_chunks, models):
-                    chunks.append(class_probabilities(model, batch, problem_type))
+                    chunks.append(_class_probabilities(model, batch, problem_type))
                 if batch.get("labels") is not None:
                     label_chunks.append(torch.as_tensor(batch["labels"]).cpu())
     finally:

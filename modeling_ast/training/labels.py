@@ -12,10 +12,10 @@ import torch
 __all__ = ["LabelSpace", "list_names", "task_reason"]
 
 # How many names a message lists before "and N more".
-NAMES_SHOWN = 5
+_NAMES_SHOWN = 5
 
 
-def list_names(names: Sequence[str], shown: int = NAMES_SHOWN) -> str:
+def list_names(names: Sequence[str], shown: int = _NAMES_SHOWN) -> str:
     """The first `shown` of `names`, comma-separated, and how many more there are ("a, b and 3 more")."""
     listed = ", ".join(names[:shown])
     return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")

@@ -29,10 +29,21 @@ from .labels import list_names
 
 logger = logging.get_logger(__name__)
 
-SINGLE_LABEL = "single_label_classification"
-MULTI_LABEL = "multi_label_classification"
+__all__ = [
+    "MultiLabelMetrics",
+    "accuracy",
+    "compute_metrics_fn",
+    "d_prime",
+    "multi_label_metrics",
+    "per_class_average_precision",
+    "per_class_roc_auc",
+    "top_k_accuracy",
+]
 
-ArrayLike = np.ndarray | torch.Tensor
+_SINGLE_LABEL = "single_label_classification"
+_MULTI_LABEL = "multi_label_classification"
+
+_ArrayLike = np.ndarray | torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,7 @@ class MultiLabelMetrics:
     accuracy: float
 
 
-def _as_float_array(values: ArrayLike, name: str) -> np.ndarray:
+def _as_float_array(values: _ArrayLike, name: str) -> np.ndarray:
     """`values` as a float64 NumPy array; torch tensors are detached and moved to the CPU."""
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().double().numpy()
@@ -68,7 +79,7 @@ def _as_float_array(values: ArrayLike, name: str) -> np.ndarray:
     return array
 
 
-def _check_multi_label(scores: ArrayLike, targets: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def _check_multi_label(scores: _ArrayLike, targets: _ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Validated (N, C) float scores and (N, C) boolean targets."""
     score_array = _as_float_array(scores, "scores")
     target_array = _as_float_array(targets, "targets")
@@ -105,7 +116,7 @@ def _roc_auc(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return _per_class(roc_auc_score, scores, targets, targets.any(axis=0) & ~targets.all(axis=0))
 
 
-def per_class_average_precision(scores: ArrayLike, targets: ArrayLike) -> np.ndarray:
+def per_class_average_precision(scores: _ArrayLike, targets: _ArrayLike) -> np.ndarray:
     """Average precision of every class.
 
     Args:
@@ -119,7 +130,7 @@ def per_class_average_precision(scores: ArrayLike, targets: ArrayLike) -> np.nda
     return _average_precision(*_check_multi_label(scores, targets))
 
 
-def per_class_roc_auc(scores: ArrayLike, targets: ArrayLike) -> np.ndarray:
+def per_class_roc_auc(scores: _ArrayLike, targets: _ArrayLike) -> np.ndarray:
     """ROC-AUC of every class.
 
     Args:
@@ -144,7 +155,7 @@ def d_prime(auc: float) -> float:
     return math.sqrt(2.0) * statistics.NormalDist().inv_cdf(auc)
 
 
-def multi_label_metrics(scores: ArrayLike, targets: ArrayLike) -> MultiLabelMetrics:
+def multi_label_metrics(scores: _ArrayLike, targets: _ArrayLike) -> MultiLabelMetrics:
     """All multi-label metrics of the AST recipes.
 
     Args:
@@ -174,7 +185,7 @@ def multi_label_metrics(scores: ArrayLike, targets: ArrayLike) -> MultiLabelMetr
     )
 
 
-def _class_indices(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def _class_indices(scores: _ArrayLike, labels: _ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Validated (N, C) scores and (N,) class ids from (N,) ids or (N, C) one-hot / soft targets (argmax, as the
     original code)."""
     score_array = _as_float_array(scores, "scores")
@@ -195,7 +206,7 @@ def _class_indices(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np
     return score_array, label_array.astype(np.int64)
 
 
-def top_k_accuracy(scores: ArrayLike, labels: ArrayLike, k: int = 1) -> float:
+def top_k_accuracy(scores: _ArrayLike, labels: _ArrayLike, k: int = 1) -> float:
     """Fraction of clips whose true class is among the `k` highest scores.
 
     Args:
@@ -213,7 +224,7 @@ def top_k_accuracy(scores: ArrayLike, labels: ArrayLike, k: int = 1) -> float:
     return float(np.mean(np.any(top == label_ids[:, None], axis=1)))
 
 
-def accuracy(scores: ArrayLike, labels: ArrayLike) -> float:
+def accuracy(scores: _ArrayLike, labels: _ArrayLike) -> float:
     """Top-1 accuracy: (N, C) scores against (N,) class ids or (N, C) one-hot targets."""
     return top_k_accuracy(scores, labels, k=1)
 
@@ -265,8 +276,8 @@ def compute_metrics_fn(
     Returns:
         A function of an `EvalPrediction` returning a dict of floats (Trainer prefixes the keys with "eval_").
     """
-    if problem_type == MULTI_LABEL:
+    if problem_type == _MULTI_LABEL:
         return lambda prediction: _multi_label_dict(prediction, id2label)
-    if problem_type in (SINGLE_LABEL, None):
+    if problem_type in (_SINGLE_LABEL, None):
         return _single_label_dict
-    raise ValueError(f"problem_type must be {SINGLE_LABEL!r} or {MULTI_LABEL!r}, got {problem_type!r}")
+    raise ValueError(f"problem_type must be {_SINGLE_LABEL!r} or {_MULTI_LABEL!r}, got {problem_type!r}")

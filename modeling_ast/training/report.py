@@ -20,17 +20,9 @@ from .recipes import RecipeArguments
 from .sources import Example
 from .task import TaskData
 
-__all__ = [
-    "PLOT_FILES",
-    "card_metadata",
-    "headline",
-    "pipeline_top3",
-    "save_plot",
-    "training_summary",
-    "write_model_card",
-]
+__all__ = ["headline", "pipeline_top3", "save_plot", "training_summary", "write_model_card"]
 
-PLOT_FILES = {"single": "confusion_matrix.png", "multi": "per_class_ap.png"}
+_PLOT_FILES = {"single": "confusion_matrix.png", "multi": "per_class_ap.png"}
 # Trainer's bookkeeping metrics, left out of the model card's table.
 _BOOKKEEPING = ("_runtime", "_per_second", "_loss")
 
@@ -59,10 +51,10 @@ def save_plot(prediction: PredictionOutput, label_space: LabelSpace, output_dir:
     names = list(label_space.labels)
     if label_space.multi_label:
         figure = _per_class_ap_figure(pyplot, per_class_average_precision(logits, prediction.label_ids), names)
-        path = output_dir / PLOT_FILES["multi"]
+        path = output_dir / _PLOT_FILES["multi"]
     else:
         figure = _confusion_figure(pyplot, np.asarray(prediction.label_ids), np.argmax(logits, axis=-1), names)
-        path = output_dir / PLOT_FILES["single"]
+        path = output_dir / _PLOT_FILES["single"]
     figure.savefig(path, dpi=100, bbox_inches="tight")
     pyplot.close(figure)
     return path
@@ -169,7 +161,7 @@ def _describe_patchout(patchout: dict[str, int | float]) -> str:
     return f"{listed} dropped per step"
 
 
-def card_metadata(
+def _card_metadata(
     name: str,
     task: TaskData,
     metrics: dict[str, float],
@@ -204,6 +196,11 @@ def card_metadata(
     )
 
 
+def _hub_id(name: str | None) -> str | None:
+    """`name` when it names a Hub repository (the card's metadata can only link those), None for a local path."""
+    return name if name and not Path(name).exists() else None
+
+
 def write_model_card(
     output_dir: Path,
     task: TaskData,
@@ -211,19 +208,20 @@ def write_model_card(
     summary: list[str],
     script: str,
     argv: Sequence[str],
-    start: str,
+    start: str | None,
     plot: Path | None = None,
     prefix: str = "eval",
-    base_model: str | None = None,
-    dataset_id: str | None = None,
+    dataset_name: str | None = None,
 ) -> Path:
-    """README.md in output_dir: metadata (`card_metadata`: the first of `results` in `model-index`, `base_model`,
-    `dataset_id`), what the model is, the data, the metrics of every evaluated model (`results`, keys starting with
-    `prefix`), the settings (`summary`, from `training_summary`) and the command (`script` run with `argv`) that
-    trained it, starting from `start`."""
+    """README.md in output_dir: metadata (`_card_metadata`: the first of `results` in `model-index`, `start` as
+    `base_model` and `dataset_name` as the dataset when they are Hub ids), what the model is, the data, the metrics
+    of every evaluated model (`results`, keys starting with `prefix`), the settings (`summary`, from
+    `training_summary`) and the command (`script` run with `argv`) that trained it, starting from `start` (the
+    pretrained model's path or Hub id, None for a random initialisation)."""
     space = task.label_space
     kind = "multi-label" if space.multi_label else "single-label"
-    metadata = card_metadata(output_dir.name, task, next(iter(results.values())), base_model, dataset_id, prefix)
+    metrics = next(iter(results.values()))
+    metadata = _card_metadata(output_dir.name, task, metrics, _hub_id(start), _hub_id(dataset_name), prefix)
     lines = [
         "---",
         metadata.to_yaml(),
@@ -232,7 +230,7 @@ def write_model_card(
         f"# {output_dir.name}",
         "",
         f"An Audio Spectrogram Transformer (`modeling_ast`) trained for {kind} classification of {space.num_labels} "
-        f"classes with `{script}`, starting from {start}.",
+        f"classes with `{script}`, starting from {start or 'random initialisation'}.",
         "",
         f"- Data: {task.source}; evaluated on the evaluation split (no model selection on it).",
         f"- Labels: {list_names(space.labels, shown=30)}.",

@@ -25,11 +25,19 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["DrawKey", "EpochDrawSampler", "balanced_sample_weights", "derive_seed", "seeded_generator"]
+__all__ = [
+    "SPECTROGRAM_STAGE",
+    "WAVEFORM_STAGE",
+    "DrawKey",
+    "EpochDrawSampler",
+    "balanced_sample_weights",
+    "derive_seed",
+    "seeded_generator",
+]
 
-# Original AST recipe: label weight = LABEL_WEIGHT_SCALE / (count + COUNT_SMOOTHING).
-LABEL_WEIGHT_SCALE = 1000.0
-COUNT_SMOOTHING = 0.01
+# Original AST recipe: label weight = _LABEL_WEIGHT_SCALE / (count + _COUNT_SMOOTHING).
+_LABEL_WEIGHT_SCALE = 1000.0
+_COUNT_SMOOTHING = 0.01
 # Stages of one training draw, each with its own generator `seeded_generator(draw_seed, stage)`: the waveform (crop,
 # mixup) in the dataset, the spectrogram (SpecAugment, noise and roll) in the collator.
 WAVEFORM_STAGE = 0
@@ -76,7 +84,7 @@ def balanced_sample_weights(labels: np.ndarray | torch.Tensor | Sequence[Any]) -
         soft labels count fractionally. A clip without labels weighs 0 and is never drawn.
     """
     matrix = _label_matrix(labels)
-    label_weights = LABEL_WEIGHT_SCALE / (matrix.sum(dim=0) + COUNT_SMOOTHING)
+    label_weights = _LABEL_WEIGHT_SCALE / (matrix.sum(dim=0) + _COUNT_SMOOTHING)
     return matrix @ label_weights
 
 

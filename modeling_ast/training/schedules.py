@@ -42,6 +42,8 @@ import torch
 from torch import nn
 from transformers import TrainingArguments
 
+__all__ = ["build_lr_scheduler", "build_optimizer", "trainer_steps_per_epoch"]
+
 # Parameters whose last name component is one of these are the learned tokens / positional table of ASTEmbeddings.
 _TOKEN_PARAMETERS = ("cls_token", "dist_token", "pos_embed")
 
@@ -54,7 +56,7 @@ def _check_int(value: object, name: str, minimum: int) -> int:
 
 
 @dataclass(frozen=True)
-class EpochStepDecay:
+class _EpochStepDecay:
     """LR multiplier of optimiser step s: linear warm-up times a step decay by epoch (see the module docstring).
 
     Its fields are plain numbers, so `LambdaLR.state_dict()` stores them and Trainer checkpoints reload with
@@ -125,7 +127,7 @@ def build_lr_scheduler(
     Example (AudioSet full, `examples/recipes/audioset_full.json`): `build_lr_scheduler(opt, steps,
     decay_start_epoch=2, decay_every_epochs=1, decay_factor=0.5, warmup_steps=1000)`.
     """
-    lr_lambda = EpochStepDecay(
+    lr_lambda = _EpochStepDecay(
         steps_per_epoch=steps_per_epoch,
         decay_start_epoch=decay_start_epoch,
         decay_every_epochs=decay_every_epochs,

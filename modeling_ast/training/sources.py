@@ -97,9 +97,10 @@ def folder_examples(
     data_dir: str | os.PathLike,
     label_regex: str | None = None,
     eval_regex: str | None = None,
-    extensions: str | Sequence[str] = AUDIO_EXTENSIONS,
+    extensions: str | Sequence[str] | None = None,
 ) -> dict[str, list[Example]]:
-    """Labelled clips of the audio files under `data_dir` (searched recursively, sorted by path).
+    """Labelled clips of the audio files under `data_dir` (searched recursively, sorted by path) whose extension is in
+    `extensions` (any case; default `audio_io.AUDIO_EXTENSIONS`, every format the loader reads).
 
     Labels: without `label_regex` each file's label is the name of the folder holding it (`data_dir/dog/1.wav` and
     `data_dir/train/dog/1.wav` are both "dog"; files directly in `data_dir` are an error). With `label_regex`, the
@@ -113,7 +114,7 @@ def folder_examples(
     root = Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"audio folder {root} does not exist")
-    suffixes = _suffixes(extensions)
+    suffixes = _suffixes(AUDIO_EXTENSIONS if extensions is None else extensions)
     files = audio_files(root, suffixes)
     if not files:
         raise ValueError(f"no audio files ({', '.join(sorted(suffixes))}) found under {root}")

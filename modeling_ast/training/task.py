@@ -58,6 +58,14 @@ class TaskData:
         space = self.label_space
         return balanced_sample_weights(torch.stack([space.multi_hot(labels) for labels in self.train_label_lists()]))
 
+    def summary(self) -> str:
+        """One line for the log: the clips, the labels (the first 20) and why the task is single- or multi-label."""
+        space = self.label_space
+        counts = "streamed" if self.streaming else f"{len(self.train)} training and {len(self.eval)} evaluation clips"
+        shown = ", ".join(space.labels[:20]) + (" ..." if space.num_labels > 20 else "")
+        kind = "multi-label" if space.multi_label else "single-label"
+        return f"{counts}, {space.num_labels} labels ({kind}: {self.task_reason}): {shown}"
+
     def first_eval_example(self) -> Example:
         return next(iter(self.eval))
 

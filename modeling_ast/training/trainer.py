@@ -30,13 +30,11 @@ from .schedules import build_lr_scheduler, build_optimizer, trainer_steps_per_ep
 
 __all__ = [
     "ASTTrainer",
-    "FinalWeightsCallback",
     "check_processes",
     "data_seed",
     "end_processes",
     "last_complete_checkpoint",
     "launched_on_cpus",
-    "preserved_rng_state",
     "resume_target",
 ]
 
@@ -63,7 +61,7 @@ def check_processes(args: TrainingArguments) -> None:
         )
 
 
-def incomplete_reason(checkpoint: Path) -> str | None:
+def _incomplete_reason(checkpoint: Path) -> str | None:
     """Why `checkpoint` cannot be resumed from, or None when it is complete.
 
     Trainer writes `trainer_state.json` last (after the weights, optimiser, scheduler and random states), so a
@@ -90,7 +88,7 @@ def last_complete_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[
             numbered.append((int(suffix), path))
     skipped = []
     for _, path in sorted(numbered, reverse=True):
-        reason = incomplete_reason(path)
+        reason = _incomplete_reason(path)
         if reason is None:
             return path, skipped
         skipped.append((path, reason))
@@ -122,7 +120,7 @@ def end_processes() -> None:
 
 
 @contextmanager
-def preserved_rng_state() -> Iterator[None]:
+def _preserved_rng_state() -> Iterator[None]:
     """Runs the body, then puts Python's, NumPy's and torch's (CPU and every initialised CUDA device) global random
     states back as they were, whatever the body drew from them."""
     python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
@@ -137,7 +135,7 @@ def preserved_rng_state() -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda_states)
 
 
-class FinalWeightsCallback(TrainerCallback):
+class _FinalWeightsCallback(TrainerCallback):
     """Keeps a CPU copy of the weights training ended with (before weight averaging replaces them)."""
 
     def __init__(self) -> None:
@@ -176,7 +174,7 @@ class ASTTrainer(Trainer):
     ) -> None:
         self.recipe = recipe
         self.sample_weights = sample_weights
-        self.final_weights = FinalWeightsCallback() if recipe.weight_averaging else None
+        self.final_weights = _FinalWeightsCallback() if recipe.weight_averaging else None
         callbacks = list(callbacks)
         if self.final_weights is not None:
             averaging = WeightAveragingCallback(
@@ -195,7 +193,7 @@ class ASTTrainer(Trainer):
         from the global generators (creating the evaluation DataLoader's iterator draws its base seed). Without the
         restore, the uninterrupted run would go on from states the checkpoint never saw, and a run resumed from an
         epoch-end checkpoint would drift from it."""
-        with preserved_rng_state():
+        with _preserved_rng_state():
             return super().evaluate(*args, **kwargs)
 
     def create_model_card(self, **kwargs: Any) -> None:
@@ -238,6 +236,14 @@ class ASTTrainer(Trainer):
             )
             self._created_lr_scheduler = True  # rebuilt on the next train(), as Trainer does with its own
         return self.lr_scheduler
+
+    def save_outputs(self, output_dir: Path, train_metrics: dict[str, float], eval_metrics: dict[str, float]) -> None:
+        """The model and feature extractor (safetensors) in `output_dir`, and the files transformers' examples write:
+        train_results.json, eval_results.json, all_results.json and trainer_state.json (main process only)."""
+        self.save_model(str(output_dir))
+        self.save_metrics("train", train_metrics)
+        self.save_metrics("eval", eval_metrics)
+        self.save_state()
 
     def evaluate_trained_models(
         self, dataset: Dataset, metric_key_prefix: str = "eval"
