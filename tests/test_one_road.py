@@ -28,7 +28,7 @@ from modeling_ast.tagging import tag_collection
 from modeling_ast.training.collator import AudioCollator
 from modeling_ast.training.decoding import decode_example
 from modeling_ast.training.sources import folder_examples
-from tiny_classifier import save_tiny_digit_classifier
+from tiny_models import save_tiny_digit_classifier
 
 RATE = 44100
 # Two doors that read the same samples give the same scores up to float rounding of the model (measured 0.0).

@@ -10,23 +10,20 @@ import soundfile
 import torch
 from transformers import AutoModelForAudioFrameClassification, pipeline
 
-from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, ASTForAudioFrameClassification
+from modeling_ast import ASTFeatureExtractor, ASTForAudioFrameClassification
 from modeling_ast.events import ColumnGrid, EventOptions, detect_events, median_filter, merge_columns
 from modeling_ast.pipeline_sed import SoundEventDetectionPipeline, column_aligned_starts
+from tiny_models import tiny_config, tiny_model
 
 RATE = 16000
 
 
-def tiny_frame_config(**overrides) -> ASTConfig:
-    values = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
-              "max_length": 128, "id2label": {0: "dog", 1: "siren", 2: "speech"}}  # fmt: skip
-    return ASTConfig(**{**values, **overrides})
+LABELS = {0: "dog", 1: "siren", 2: "speech"}
 
 
 @pytest.fixture(scope="module")
 def model() -> ASTForAudioFrameClassification:
-    torch.manual_seed(0)
-    return ASTForAudioFrameClassification(tiny_frame_config()).eval()
+    return tiny_model(ASTForAudioFrameClassification, num_hidden_layers=1, id2label=LABELS)
 
 
 def test_logits_per_column_and_padding_hidden_from_attention_and_outputs(model):
@@ -83,8 +80,7 @@ def test_column_centres_follow_the_patch_geometry(model):
 
 
 def test_any_classifier_checkpoint_gives_its_encoder(tmp_path):
-    torch.manual_seed(1)
-    classifier = ASTForAudioClassification(tiny_frame_config(id2label={0: "a", 1: "b"})).eval()
+    classifier = tiny_model(seed=1, id2label={0: "a", 1: "b"})
     classifier.save_pretrained(tmp_path / "clf")
     frames = ASTForAudioFrameClassification.from_pretrained(
         tmp_path / "clf", id2label={0: "x", 1: "y", 2: "z"}, ignore_mismatched_sizes=True
@@ -94,7 +90,7 @@ def test_any_classifier_checkpoint_gives_its_encoder(tmp_path):
     assert frames.classifier.fc.out_features == 3
     assert frames.config.problem_type == "multi_label_classification"
     with pytest.raises(ValueError, match="patchout_time and patchout_random"):
-        ASTForAudioFrameClassification(tiny_frame_config(patchout_time=2))
+        ASTForAudioFrameClassification(tiny_config(patchout_time=2))
 
 
 def test_events_from_scores_with_median_filter_hysteresis_and_per_class_thresholds():
@@ -132,8 +128,7 @@ def energy_detector(directory) -> None:
     """A frame model with no Transformer block whose 'loud' logit is positive exactly where most mel bins of a
     column are above the normalisation mean: the patch projection reads the patch mean into dimensions 0 and 1
     with opposite signs, so every LayerNorm keeps only its sign."""
-    config = tiny_frame_config(num_hidden_layers=0, id2label={0: "loud"})
-    model = ASTForAudioFrameClassification(config).eval()
+    model = tiny_model(ASTForAudioFrameClassification, num_hidden_layers=0, id2label={0: "loud"})
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.zero_()
