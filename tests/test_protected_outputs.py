@@ -33,15 +33,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, max_length=128)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models: one thread is as fast, and far faster when other jobs share the two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file below `folder` (relative path -> bytes): what a refused command must leave exactly as it was."""
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
