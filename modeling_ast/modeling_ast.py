@@ -370,10 +370,10 @@ def _check_mask(attention_mask: torch.Tensor, input_values: torch.Tensor) -> Non
             f"attention_mask has shape {tuple(attention_mask.shape)}; it must be (batch, frames) = "
             f"{tuple(input_values.shape[:2])}, input_values.shape[:2]: one entry per frame of each clip"
         )
-    other = attention_mask[(attention_mask != 0) & (attention_mask != 1)]
-    if other.numel():  # a soft or scaled mask would be read as "real" wherever it is not 0
+    stray = (attention_mask != 0) & (attention_mask != 1)
+    if bool(stray.any()):  # a soft or scaled mask would be read as "real" wherever it is not 0
         raise ValueError(
-            f"attention_mask holds values other than 0 and 1 (e.g. {other[0].item()!r}, dtype "
+            f"attention_mask holds values other than 0 and 1 (e.g. {attention_mask[stray][0].item()!r}, dtype "
             f"{attention_mask.dtype}); it must mark real frames with 1 and padding with 0"
         )
 

@@ -65,11 +65,17 @@ def warn_non_finite(tensors: Mapping[str, torch.Tensor], source: str) -> list[st
     bad = sorted(
         key
         for key, tensor in tensors.items()
-        if tensor.is_floating_point() and tensor.device.type != "meta" and not torch.isfinite(tensor).all()
+        if tensor.is_floating_point() and tensor.device.type != "meta" and _holds_non_finite(tensor)
     )
     if bad:
         logger.warning(f"{source}: NaN or infinite values in {preview_keys(bad)}")
     return bad
+
+
+def _holds_non_finite(tensor: torch.Tensor) -> bool:
+    # A sum is NaN or infinite whenever an element is, and costs far less than a mask of every element (base model:
+    # 0.07 s against 1-2.5 s); only a sum that overflows on finite values sends the elements to decide.
+    return not bool(torch.isfinite(tensor.sum())) and not bool(torch.isfinite(tensor).all())
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -177,7 +183,7 @@ def _model_type(config_file: Path) -> Any:
 
 def check_replaceable(directory: Path) -> None:
     """Raise ValueError unless `directory` looks like a model directory this package wrote: a config.json of an AST
-    model and no file or folder such a directory does not hold. Replacing deletes it, so a folder holding anything
+    model and only files such a directory holds (`_WRITTEN_FILE`). Replacing deletes it, so a folder holding anything
     else (a user's files, a training run, the current directory) is refused, naming what would be lost."""
     strangers = sorted(
         path.name for path in directory.iterdir() if not (path.is_file() and _WRITTEN_FILE.fullmatch(path.name))
