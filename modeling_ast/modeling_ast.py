@@ -17,10 +17,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
@@ -258,15 +261,26 @@ class ASTPreTrainedModel(PreTrainedModel):
         When the reader returns a state dict for `pretrained_model_name_or_path` (for example for transformers'
         built-in AST, `MIT/ast-finetuned-*`), the model is built from the same source's config (which `ASTConfig`
         reads in either format) and that state dict, with every other argument unchanged.
+
+        A local path that does not exist raises FileNotFoundError saying so (transformers would call it a malformed
+        Hub id), and a damaged safetensors file is named in the error (pipeline, ast-tag and HEAR load through here).
         """
-        reader = cls.checkpoint_reader
-        state_dict = None
-        if reader is not None and pretrained_model_name_or_path is not None and "state_dict" not in kwargs:
-            state_dict = reader(pretrained_model_name_or_path, kwargs)
-        if state_dict is None:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        kwargs.setdefault("config", pretrained_model_name_or_path)
-        model = super().from_pretrained(None, *model_args, state_dict=state_dict, **kwargs)
+        _check_path_exists(pretrained_model_name_or_path)
+        try:
+            reader = cls.checkpoint_reader
+            state_dict = None
+            if reader is not None and pretrained_model_name_or_path is not None and "state_dict" not in kwargs:
+                state_dict = reader(pretrained_model_name_or_path, kwargs)
+            if state_dict is None:
+                return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            kwargs.setdefault("config", pretrained_model_name_or_path)
+            model = super().from_pretrained(None, *model_args, state_dict=state_dict, **kwargs)
+        except SafetensorError as err:
+            # The same type, so code that catches it still does and pipeline passes it on unwrapped.
+            raise SafetensorError(
+                f"could not read {_unreadable_safetensors(pretrained_model_name_or_path)}: {err} (the file is damaged "
+                "or was cut short; save or download it again)"
+            ) from err
         model.config._name_or_path = str(pretrained_model_name_or_path)
         return model
 
@@ -286,9 +300,41 @@ class ASTPreTrainedModel(PreTrainedModel):
                 init.trunc_normal_(parameter, std=std)
 
 
-def _check_inputs(
+def _check_path_exists(name_or_path: str | os.PathLike | None) -> None:
+    """FileNotFoundError for a checkpoint path that does not exist and cannot be a Hub id either."""
+    if name_or_path is None or os.path.exists(name_or_path):
+        return
+    try:
+        validate_repo_id(os.fspath(name_or_path))
+    except HFValidationError:
+        raise FileNotFoundError(f"{name_or_path} does not exist (no such local directory or file)") from None
+
+
+def _unreadable_safetensors(name_or_path: str | os.PathLike) -> str:
+    """The first safetensors file of a local checkpoint directory that cannot be opened; else the checkpoint's name
+    (a Hub id: the error then names the repository)."""
+    if os.path.isdir(name_or_path):
+        for path in sorted(Path(name_or_path).glob("*.safetensors")):
+            try:
+                with safe_open(path, framework="pt"):
+                    pass
+            except SafetensorError:
+                return str(path)
+    return os.fspath(name_or_path)
+
+
+def check_inputs(
     input_values: torch.Tensor, attention_mask: torch.Tensor | None, config: ASTConfig, weight_dtype: torch.dtype
 ) -> None:
+    """Raise ValueError naming what is wrong with a forward call's `input_values` and `attention_mask`: type, dtype,
+    rank, mel bins, too few frames, a mask of another shape or with values other than 0 and 1.
+
+    The one check of the PyTorch models and of `ASTOnnxForAudioClassification`, so both refuse the same inputs with
+    the same words (`real_frames` then checks that the mask is right padding)."""
+    if not isinstance(input_values, torch.Tensor):
+        raise ValueError(
+            f"input_values must be a torch.Tensor (batch, frames, mel_bins), got a {type(input_values).__name__}"
+        )
     autocast = torch.is_autocast_enabled(input_values.device.type)
     if not input_values.is_floating_point() or (input_values.dtype != weight_dtype and not autocast):
         raise ValueError(
@@ -310,10 +356,25 @@ def _check_inputs(
             f"input_values has {frames} frames; AST needs at least patch_size={config.patch_size} frames "
             f"(about {config.patch_size * 10 + 15} ms of audio). Pad the clip or use padding='max_length'."
         )
-    if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_values.shape[:2]):
+    if attention_mask is not None:
+        _check_mask(attention_mask, input_values)
+
+
+def _check_mask(attention_mask: torch.Tensor, input_values: torch.Tensor) -> None:
+    if not isinstance(attention_mask, torch.Tensor):
+        raise ValueError(
+            f"attention_mask must be a torch.Tensor (batch, frames), got a {type(attention_mask).__name__}"
+        )
+    if tuple(attention_mask.shape) != tuple(input_values.shape[:2]):
         raise ValueError(
             f"attention_mask has shape {tuple(attention_mask.shape)}; it must be (batch, frames) = "
             f"{tuple(input_values.shape[:2])}, input_values.shape[:2]: one entry per frame of each clip"
+        )
+    stray = (attention_mask != 0) & (attention_mask != 1)
+    if bool(stray.any()):  # a soft or scaled mask would be read as "real" wherever it is not 0
+        raise ValueError(
+            f"attention_mask holds values other than 0 and 1 (e.g. {attention_mask[stray][0].item()!r}, dtype "
+            f"{attention_mask.dtype}); it must mark real frames with 1 and padding with 0"
         )
 
 
@@ -388,7 +449,7 @@ class ASTModel(ASTPreTrainedModel):
             in training mode with patchout) and
             `pooler_output` (B, D) = mean of the [CLS] and [DIST] states.
         """
-        _check_inputs(input_values, attention_mask, self.config, self.embeddings.patch_embed.proj.weight.dtype)
+        check_inputs(input_values, attention_mask, self.config, self.embeddings.patch_embed.proj.weight.dtype)
         clip_time = None if attention_mask is None else clip_time_patches(attention_mask, self.config)
         hidden_states, num_time = self.embeddings(input_values, clip_time)
         num_frequency = self.config.patch_grid[0]
@@ -490,6 +551,8 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         Returns:
             `SequenceClassifierOutput` with `logits` (B, num_labels) and `loss` when labels are given.
         """
+        # Before the mask is used to choose the path, so every path refuses bad inputs alike.
+        check_inputs(input_values, attention_mask, self.config, self.ast.embeddings.patch_embed.proj.weight.dtype)
         if self._runs_in_length_groups(attention_mask, kwargs):
             logits = self._grouped_logits(input_values, attention_mask)
             loss = None if labels is None else _classification_loss(logits, labels, self.config)
@@ -517,7 +580,6 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         """(B, T, F) masked batch -> (B, num_labels) logits, each group of similar length cut to its longest clip
         (at least one patch of frames) and run alone: the same logits as the padded batch, without its padding cost.
         """
-        _check_inputs(input_values, attention_mask, self.config, self.ast.embeddings.patch_embed.proj.weight.dtype)
         frames = real_frames(attention_mask)  # not None: `_runs_in_length_groups` saw padding
         logits = input_values.new_empty(input_values.shape[0], self.config.num_labels)
         for group in length_groups(frames):

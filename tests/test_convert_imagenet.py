@@ -695,11 +695,13 @@ def test_cli_failure_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_save_ast_from_imagenet_refuses_to_overwrite(tmp_path: Path) -> None:
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "keep.txt").write_text("x")
+    """Only with overwrite, and only an output of this package: a user's file is never deleted."""
+    save_ast_from_imagenet(small_timm(), tmp_path / "out", ASTConfig(max_length=64))
     with pytest.raises(ValueError, match="not empty"):
         save_ast_from_imagenet(small_timm(), tmp_path / "out", ASTConfig(max_length=128))
-    assert (tmp_path / "out" / "keep.txt").read_text() == "x"
     save_ast_from_imagenet(small_timm(), tmp_path / "out", ASTConfig(max_length=128), overwrite=True)
-    assert not (tmp_path / "out" / "keep.txt").exists()
     assert ASTModel.from_pretrained(tmp_path / "out").config.max_length == 128
+    (tmp_path / "out" / "keep.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"it holds keep\.txt, which no model directory"):
+        save_ast_from_imagenet(small_timm(), tmp_path / "out", ASTConfig(max_length=128), overwrite=True)
+    assert (tmp_path / "out" / "keep.txt").read_text() == "x"

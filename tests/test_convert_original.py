@@ -488,12 +488,19 @@ def test_failure_while_writing_leaves_nothing(tmp_path, speech_checkpoint, monke
 
 
 def test_existing_output_needs_overwrite(tmp_path, speech_checkpoint):
+    """A folder with a user's file is never replaced, not even with overwrite; a previous output is, with it."""
     output_dir = tmp_path / "out"
     output_dir.mkdir()
     (output_dir / "keep.txt").write_text("mine")
     with pytest.raises(ValueError, match="overwrite"):
         convert_original_checkpoint(speech_checkpoint, output_dir)
+    with pytest.raises(ValueError, match=r"refusing to replace .*out: it holds keep\.txt, which no model directory"):
+        convert_original_checkpoint(speech_checkpoint, output_dir, overwrite=True)
     assert [path.name for path in output_dir.iterdir()] == ["keep.txt"]
+    (output_dir / "keep.txt").unlink()
+    convert_original_checkpoint(speech_checkpoint, output_dir)
+    with pytest.raises(ValueError, match="overwrite"):
+        convert_original_checkpoint(speech_checkpoint, output_dir)
     convert_original_checkpoint(speech_checkpoint, output_dir, overwrite=True)
     assert {path.name for path in output_dir.iterdir()} == EXPECTED_FILES
 
@@ -546,7 +553,8 @@ def test_a_kill_between_the_renames_of_a_replacement_is_recovered(tmp_path, spee
     pid = dead_pid()
     backup = tmp_path / f".out.old-{pid}"
     backup.mkdir()
-    (backup / "keep.txt").write_text("previous output")
+    (backup / "config.json").write_text(json.dumps({"model_type": "ast"}))  # an output of ours, so replaceable
+    (backup / "README.md").write_text("previous output")
     (tmp_path / f".out.partial-{pid}-n3w").mkdir()
 
     def broken_save(self, directory, **kwargs):
@@ -556,7 +564,7 @@ def test_a_kill_between_the_renames_of_a_replacement_is_recovered(tmp_path, spee
         patch.setattr(ASTFeatureExtractor, "save_pretrained", broken_save)
         with pytest.raises(OSError, match="disk full"):
             convert_original_checkpoint(speech_checkpoint, tmp_path / "out", overwrite=True)
-    assert (tmp_path / "out" / "keep.txt").read_text() == "previous output"
+    assert (tmp_path / "out" / "README.md").read_text() == "previous output"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out", speech_checkpoint.name]
     convert_original_checkpoint(speech_checkpoint, tmp_path / "out", overwrite=True)
     assert {path.name for path in (tmp_path / "out").iterdir()} == EXPECTED_FILES

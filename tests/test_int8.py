@@ -95,12 +95,54 @@ def test_missing_onnx_file_is_a_clear_error(tmp_path, saved):
         ASTOnnxForAudioClassification.from_pretrained(directory, onnx_path=tmp_path / "elsewhere.onnx")
 
 
-@pytest.mark.parametrize("frames", [15, 1025])
-def test_frames_outside_the_graph_range_are_refused(saved, frames):
+def test_frames_beyond_the_graph_range_are_refused(saved):
+    """Longer than max_length: beyond what the graph was exported for (too short is refused as PyTorch refuses it,
+    see test_bad_inputs_get_the_pytorch_models_message)."""
     _, directory = saved
     int8 = ASTOnnxForAudioClassification.from_pretrained(directory)
-    with pytest.raises(ValueError, match=f"input_values has {frames} frames; the ONNX graph takes 16 to 1024"):
-        int8(torch.zeros(1, frames, 128))
+    with pytest.raises(ValueError, match="input_values has 1025 frames; the ONNX graph takes 16 to 1024"):
+        int8(torch.zeros(1, 1025, 128))
+
+
+def _mask(batch: int, frames: int, real: list[int] | None = None) -> torch.Tensor:
+    """(batch, frames) right-padding mask with `real` real frames per clip (all real by default)."""
+    real = real or [frames] * batch
+    return (torch.arange(frames) < torch.tensor(real)[:, None]).long()
+
+
+# (input_values, attention_mask) of a 2-clip, 100-frame call that the models refuse.
+BAD_INPUTS = {
+    "1-row mask for 2 clips": (torch.randn(2, 100, 128), _mask(1, 100, [60])),
+    "mask shorter than the clips": (torch.randn(2, 100, 128), _mask(2, 60)),
+    "mask longer than the clips": (torch.randn(2, 100, 128), _mask(2, 120, [100, 50])),
+    "3-D mask": (torch.randn(2, 100, 128), _mask(2, 100, [100, 50])[..., None]),
+    "1-D mask": (torch.randn(2, 100, 128), _mask(1, 100, [50])[0]),
+    "soft mask": (torch.randn(2, 100, 128), 0.5 * _mask(2, 100, [100, 50])),
+    "numpy mask": (torch.randn(2, 100, 128), _mask(2, 100, [100, 50]).numpy()),
+    "left padding": (torch.randn(2, 100, 128), _mask(2, 100, [100, 50]).flip(1)),
+    "a clip without real frames": (torch.randn(2, 100, 128), _mask(2, 100, [100, 0]) * torch.tensor([[1], [0]])),
+    "float64 input": (torch.randn(2, 100, 128, dtype=torch.float64), None),
+    "integer input": (torch.ones(2, 100, 128, dtype=torch.long), None),
+    "2-D input": (torch.randn(100, 128), None),
+    "64 mel bins": (torch.randn(2, 100, 64), None),
+    "15 frames": (torch.randn(2, 15, 128), None),
+    "numpy input": (torch.randn(2, 100, 128).numpy(), None),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_inputs_get_the_pytorch_models_message(saved, case):
+    """The ONNX model validates with the PyTorch model's own check: the same ValueError, word for word. Before, it
+    cut the clips to a mask of the wrong length, and with a 1-row mask for 2 clips returned uninitialised memory as
+    the second clip's logits."""
+    model, directory = saved
+    onnx_model = ASTOnnxForAudioClassification.from_pretrained(directory, onnx_path=directory / "model.onnx")
+    input_values, attention_mask = BAD_INPUTS[case]
+    with pytest.raises(ValueError) as pytorch_error, torch.no_grad():
+        model(input_values, attention_mask=attention_mask)
+    with pytest.raises(ValueError) as onnx_error:
+        onnx_model(input_values, attention_mask=attention_mask)
+    assert str(onnx_error.value) == str(pytorch_error.value)
 
 
 def test_ast_tag_runs_the_int8_file(tmp_path, saved, fsdd_dir):

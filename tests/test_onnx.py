@@ -1,15 +1,22 @@
-"""ONNX export: onnxruntime reproduces PyTorch at 1 s, 5 s and 10 s inputs and several batch sizes."""
+"""ONNX export: onnxruntime reproduces PyTorch at 1 s, 5 s and 10 s inputs and several batch sizes; each file records
+the weights and config it came from, and loading it beside other weights or labels is refused."""
 
+import json
+import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
 import pytest
 import torch
 
-from modeling_ast import ASTFeatureExtractor
+from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 from modeling_ast.audio_io import load_audio
+from modeling_ast.conversion import fingerprint
 from modeling_ast.conversion.cli import export_onnx_main
 from modeling_ast.conversion.onnx import export_onnx
+from modeling_ast.onnx_inference import ASTOnnxForAudioClassification
 from tiny_models import tiny_model
 
 # onnxruntime's float32 kernels against PyTorch's: measured <= 3.6e-7 on logits of about 1.
@@ -105,7 +112,7 @@ def test_cli_exports_a_saved_model(tmp_path, small_saved_model):
     with torch.no_grad():
         np.testing.assert_allclose(session.run(None, {"input_values": inputs.numpy()})[0],
                                    model(inputs).logits.numpy(), atol=LOGIT_TOLERANCE, rtol=0)
-    assert not list((tmp_path / "out").glob("*.partial"))
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["m.onnx"]  # no partial file left
 
 
 def test_cli_replaces_an_existing_file_only_with_overwrite(tmp_path, small_saved_model, capsys):
@@ -137,3 +144,107 @@ def test_unusable_output_paths_are_refused(tmp_path, small_saved_model, make, ta
     make(tmp_path)
     with pytest.raises(ValueError, match=message):
         export_onnx(model, tmp_path / target)
+
+
+# ------------------------------------------------------------------ what an export records, checked on loading
+
+
+@pytest.fixture(scope="module")
+def small_export(small_saved_model, tmp_path_factory):
+    """A copy of the small 3-label model directory with model.onnx and model.int8.onnx exported by the CLI."""
+    _, directory = small_saved_model
+    exported = tmp_path_factory.mktemp("small-export") / "model"
+    shutil.copytree(directory, exported)
+    ASTFeatureExtractor(max_length=128).save_pretrained(exported)
+    assert export_onnx_main([str(exported), str(exported / "model.onnx"), "--quantize_int8"]) == 0
+    return exported
+
+
+def copy_of(directory: Path, destination: Path, *names: str) -> Path:
+    """`destination` holding the named files of `directory` (all of them when none is named)."""
+    destination.mkdir()
+    for path in directory.iterdir():
+        if not names or path.name in names:
+            shutil.copy(path, destination / path.name)
+    return destination
+
+
+def ast_tag_onnx_error(model_dir: Path, onnx_file: Path | None, tmp_path: Path, fsdd_dir: Path, capsys) -> str:
+    """The error `ast-tag MODEL_DIR INPUT OUT --onnx [FILE]` stops with (raised, or printed with a failing status)."""
+    from modeling_ast.tagging.cli import main
+
+    clip = tmp_path / "in"
+    clip.mkdir()
+    shutil.copy(sorted(fsdd_dir.glob("*.wav"))[0], clip)
+    argv = [str(model_dir), str(clip), str(tmp_path / "tags.jsonl"), "--onnx"] + ([str(onnx_file)] if onnx_file else [])
+    try:
+        assert main(argv) != 0
+    except ValueError as error:
+        return str(error)
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.int8.onnx"])
+def test_exports_record_the_weights_and_config_they_came_from(small_saved_model, small_export, name):
+    model, _ = small_saved_model
+    record = onnxruntime.InferenceSession(str(small_export / name)).get_modelmeta().custom_metadata_map
+    assert record[fingerprint.WEIGHTS_KEY] == fingerprint.weights_sha256(model.state_dict())
+    assert json.loads(record[fingerprint.CONFIG_KEY])["labels"] == ["LABEL_0", "LABEL_1", "LABEL_2"]
+    ASTOnnxForAudioClassification.from_pretrained(small_export, onnx_path=small_export / name)  # they match
+
+
+def test_an_export_older_than_the_weights_is_refused(small_export, tmp_path, fsdd_dir, capsys):
+    """The issue's row: retraining into D after `ast-export-onnx D D/model.onnx --quantize_int8` made the ONNX model
+    and `ast-tag --onnx` run the old weights silently (same config, other weights)."""
+    directory = copy_of(small_export, tmp_path / "D")
+    retrained = ASTForAudioClassification.from_pretrained(directory)
+    with torch.no_grad():
+        retrained.classifier.fc.bias.add_(1.0)
+    retrained.save_pretrained(directory)
+    expected = rf"{directory}/model.int8.onnx was exported from other weights than those in {directory} \(sha256"
+    with pytest.raises(ValueError, match=expected):
+        ASTOnnxForAudioClassification.from_pretrained(directory)
+    assert re.search(expected, ast_tag_onnx_error(directory, None, tmp_path, fsdd_dir, capsys))
+
+
+def test_another_models_export_under_other_labels_is_refused(small_export, tmp_path, fsdd_dir, capsys):
+    """The issue's row: another model's 3-label ONNX file under a 5-label config gave 3 scores with wrong names."""
+    other = tmp_path / "five-labels"
+    ASTForAudioClassification(ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                        intermediate_size=64, max_length=128, num_labels=5)).save_pretrained(other)
+    ASTFeatureExtractor(max_length=128).save_pretrained(other)
+    onnx_file = small_export / "model.int8.onnx"
+    expected = (
+        f"{onnx_file} was exported with another config than the config of {other} (exported vs current: labels: 3 vs 5"
+    )
+    with pytest.raises(ValueError) as error:
+        ASTOnnxForAudioClassification.from_pretrained(other, onnx_path=onnx_file)
+    assert expected in str(error.value)
+    assert expected in ast_tag_onnx_error(other, onnx_file, tmp_path, fsdd_dir, capsys)
+
+
+def test_renamed_labels_are_refused_even_without_weights_beside_the_file(small_export, tmp_path):
+    """A directory of only config.json and the ONNX file is checked by its config: renamed labels would name the
+    scores wrongly."""
+    directory = copy_of(small_export, tmp_path / "D", "config.json", "model.int8.onnx")
+    ASTOnnxForAudioClassification.from_pretrained(directory)  # no weights to compare: the config matches
+    config = json.loads((directory / "config.json").read_text())
+    config["id2label"]["1"] = "dog"
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"labels: 3 vs 3 \(1: 'LABEL_1' vs 'dog'\)"):
+        ASTOnnxForAudioClassification.from_pretrained(directory)
+
+
+def test_an_export_without_a_record_is_refused(small_export, tmp_path):
+    """Files exported before the record existed cannot be checked: refused, with the command that re-exports."""
+    import onnx
+
+    directory = copy_of(small_export, tmp_path / "D")
+    legacy = onnx.load(str(directory / "model.int8.onnx"))
+    del legacy.metadata_props[:]
+    onnx.save(legacy, str(directory / "model.int8.onnx"))
+    with pytest.raises(ValueError, match=(
+        rf"model.int8.onnx does not record the weights and config it was exported from .*; export it again: "
+        rf"ast-export-onnx {directory} {directory}/model.onnx --quantize_int8 --overwrite"
+    )):
+        ASTOnnxForAudioClassification.from_pretrained(directory)

@@ -41,7 +41,14 @@ from transformers.utils import logging
 from ..configuration_ast import ASTConfig
 from ..modeling_ast import ASTForAudioClassification, ASTModel
 from .common import AUDIOSET_MEAN, AUDIOSET_STD, build_model, check_label_names, load_encoder, save_model_dir
-from .io import read_checkpoint_weights, read_json_file, read_saved_config_dict, warn_non_finite
+from .io import (
+    check_output_dir,
+    input_paths,
+    read_checkpoint_weights,
+    read_json_file,
+    read_saved_config_dict,
+    warn_non_finite,
+)
 from .positional import adapt_grid, grid_from_tokens, resample_axis_at, tokens_from_grid
 from .transformers_ast import is_transformers_ast, transformers_state_dict
 
@@ -221,14 +228,18 @@ def save_adapted_ast(
     mean: float | None = None,
     std: float | None = None,
     overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike] = (),
     **kwargs,
 ) -> Path:
     """`adapt_pretrained_ast(...)` saved with a feature extractor for `max_length` frames.
 
     The normalisation `mean` / `std` default to the source directory's preprocessor_config.json when it has one,
     else to the AudioSet statistics; pass the new dataset's statistics when you have them (ESC-50 and Speech Commands:
-    `common.DATASET_PRESETS`).
+    `common.DATASET_PRESETS`). `output_dir` is checked first (`io.check_output_dir`): it must not be or hold the
+    source nor any of `inputs` (other files the model is made from, such as a labels file).
     """
+    protected = input_paths(model_or_dir, *inputs)
+    check_output_dir(output_dir, overwrite, protected)
     model = adapt_pretrained_ast(model_or_dir, max_length, num_labels, id2label, **kwargs)
     source_mean, source_std = _source_normalisation(model_or_dir)
     return save_model_dir(
@@ -237,6 +248,7 @@ def save_adapted_ast(
         mean=source_mean if mean is None else mean,
         std=source_std if std is None else std,
         overwrite=overwrite,
+        inputs=protected,
     )
 
 

@@ -27,7 +27,10 @@ __all__ = [
 
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 LABELS_HELP = "label names: a .csv (display_name column), .json or .txt file, or a comma-separated list"
-OVERWRITE_HELP = "replace a non-empty OUTPUT_DIR"
+OVERWRITE_HELP = (
+    "replace a non-empty OUTPUT_DIR written by this package (a model directory); never an input, a folder holding "
+    "one, or a folder holding other files"
+)
 
 ORIGINAL_DESCRIPTION = """\
 Convert one of the AST authors' released .pth checkpoints (github.com/YuanGongND/ast) into this package's format.
@@ -109,8 +112,10 @@ The graph maps `input_values` (batch, frames, mel bins) from ASTFeatureExtractor
 from 16 to the model's max_length. `--quantize_int8` also writes `model.int8.onnx` (onnxruntime dynamic int8
 quantisation; run it with `modeling_ast.onnx_inference.ASTOnnxForAudioClassification.from_pretrained(model_dir)`
 when it is written as `model_dir/model.onnx`, also through `pipeline`). An existing output file is only replaced with
-`--overwrite`. Needs `pip install "modeling_ast[onnx]"` (onnx, onnxscript, onnxruntime). The options are the keyword
-arguments of `modeling_ast.conversion.onnx.export_onnx`.
+`--overwrite`, and never when it is a file of MODEL_DIR (its weights or configs). Each file records the weights and
+config it was exported from, which `ASTOnnxForAudioClassification` checks on loading. Needs
+`pip install "modeling_ast[onnx]"` (onnx, onnxscript, onnxruntime). The options are the keyword arguments of
+`modeling_ast.conversion.onnx.export_onnx`.
 """
 
 
@@ -257,7 +262,10 @@ def imagenet_to_ast_main(argv: list[str] | None = None) -> int:
         elif num_labels is not None:
             config_fields["num_labels"] = num_labels
         add_classifier = not args.pop("no_classifier")
-        output = save_ast_from_imagenet(config=ASTConfig(**config_fields), add_classifier=add_classifier, **args)
+        inputs = () if labels is None else (labels,)  # a labels file is an input too (a name list is skipped)
+        output = save_ast_from_imagenet(
+            config=ASTConfig(**config_fields), add_classifier=add_classifier, inputs=inputs, **args
+        )
         return describe_model_dir(output)
 
     return run_cli(convert)
@@ -298,7 +306,8 @@ def adapt_pretrained_main(argv: list[str] | None = None) -> int:
     def adapt() -> str:
         labels = args.pop("labels")
         id2label = None if labels is None else read_label_names(labels)
-        return describe_model_dir(save_adapted_ast(id2label=id2label, **args))
+        inputs = () if labels is None else (labels,)  # a labels file is an input too (a name list is skipped)
+        return describe_model_dir(save_adapted_ast(id2label=id2label, inputs=inputs, **args))
 
     return run_cli(adapt)
 
@@ -312,7 +321,9 @@ def _onnx_parser() -> argparse.ArgumentParser:
     parser.add_argument("output_path", type=Path, help="path of the .onnx file to write")
     parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("--quantize_int8", action="store_true", help="also write a dynamically int8-quantised model")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing output files (never a file of MODEL_DIR)"
+    )
     return parser
 
 

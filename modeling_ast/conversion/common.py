@@ -9,7 +9,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -267,16 +267,19 @@ def save_model_dir(
     std: float = AUDIOSET_STD,
     overwrite: bool = False,
     model_card: str | None = None,
+    inputs: Iterable[Path] = (),
 ) -> Path:
     """Write `model` (config.json + model.safetensors), an `ASTFeatureExtractor` for its `max_length` and mel bins
     (preprocessor_config.json) and, when given, `model_card` (README.md) to `output_dir`, atomically.
 
-    Returns the directory. Raises RuntimeError if `save_pretrained` wrote pickled weights instead of safetensors.
+    Returns the directory. Raises RuntimeError if `save_pretrained` wrote pickled weights instead of safetensors,
+    ValueError when `output_dir` cannot be written (`io.check_output_dir`: e.g. it is or holds one of `inputs`, the
+    files the model was made from).
     """
     feature_extractor = ASTFeatureExtractor(
         num_mel_bins=model.config.num_mel_bins, max_length=model.config.max_length, mean=mean, std=std
     )
-    with atomic_output_dir(output_dir, overwrite=overwrite) as staging:
+    with atomic_output_dir(output_dir, overwrite=overwrite, inputs=inputs) as staging:
         model.save_pretrained(staging)
         pickled = sorted(path.name for path in staging.iterdir() if path.suffix in (".bin", ".pt", ".pth", ".pkl"))
         if pickled or not any(path.suffix == ".safetensors" for path in staging.iterdir()):

@@ -41,7 +41,7 @@ import copy
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +52,7 @@ from transformers.utils import logging
 from ..configuration_ast import ASTConfig
 from ..modeling_ast import ASTForAudioClassification, ASTModel
 from .common import AUDIOSET_MEAN, AUDIOSET_STD, build_model, load_encoder, save_model_dir, shape_mismatches
-from .io import load_checkpoint_dir, load_state_dict, preview_keys, warn_non_finite
+from .io import check_output_dir, input_paths, load_checkpoint_dir, load_state_dict, preview_keys, warn_non_finite
 from .layouts import (
     AST_KEY_PREFIXES,
     TIMM,
@@ -479,8 +479,14 @@ def save_ast_from_imagenet(
     mean: float = AUDIOSET_MEAN,
     std: float = AUDIOSET_STD,
     overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike] = (),
     **kwargs,
 ) -> Path:
-    """`ast_from_imagenet(state_dict_or_path, config, **kwargs)` saved with `save_model_dir`. Returns the directory."""
+    """`ast_from_imagenet(state_dict_or_path, config, **kwargs)` saved with `save_model_dir`. Returns the directory.
+
+    `output_dir` is checked first (`io.check_output_dir`): it must not be or hold the source checkpoint nor any of
+    `inputs` (other files the model is made from, such as a labels file)."""
+    protected = input_paths(state_dict_or_path, *inputs)
+    check_output_dir(output_dir, overwrite, protected)
     model = ast_from_imagenet(state_dict_or_path, config, **kwargs)
-    return save_model_dir(model, output_dir, mean=mean, std=std, overwrite=overwrite)
+    return save_model_dir(model, output_dir, mean=mean, std=std, overwrite=overwrite, inputs=protected)

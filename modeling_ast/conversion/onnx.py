@@ -5,6 +5,9 @@ stays in Python or wherever the caller computes Kaldi fbanks — and returns `lo
 vary from patch_size (16, about 0.175 s) up to the model's `max_length` (1024 = 10.24 s for AudioSet models): in that
 range the positional grid is a prefix crop, a plain Slice in ONNX. Longer recordings are tagged in windows (see the
 pipeline's `chunk_length_s`), as the model was trained on windows of at most `max_length` frames.
+
+Each file records the hash of the weights and the config fields it was exported from (`fingerprint`), which
+`ASTOnnxForAudioClassification` checks against the checkpoint directory it is loaded beside.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from pathlib import Path
 import torch
 
 from ..modeling_ast import ASTForAudioClassification
-from .io import atomic_output_file, check_output_parent
+from .fingerprint import export_metadata
+from .io import atomic_output_file, check_not_an_input, check_output_parent, input_paths, recover_interrupted_output
 
 
 class _LogitsOnly(torch.nn.Module):
@@ -29,9 +33,11 @@ class _LogitsOnly(torch.nn.Module):
         return self.model(input_values, return_dict=True).logits
 
 
-def _check_target(path: Path, overwrite: bool) -> None:
-    """Raise ValueError when `path` cannot be written: a directory, below a file, or an existing file."""
-    check_output_parent(path)
+def _check_target(path: Path, overwrite: bool, inputs: list[Path]) -> None:
+    """Raise ValueError when `path` cannot be written: a directory, below a file, one of `inputs` or a file of an
+    input model directory (its weights or configs), or an existing file without `overwrite`."""
+    path = check_output_parent(path)
+    check_not_an_input(path, inputs)
     if path.is_dir():
         raise ValueError(f"output path {path} is a directory; give the path of the .onnx file to write")
     if path.exists() and not overwrite:
@@ -48,15 +54,20 @@ def export_onnx(
     """Write `model` as an ONNX file; with `quantize_int8`, also `<name>.int8.onnx` (dynamic int8 weights).
 
     Returns the path of the float model. Each file is written to a temporary name and renamed, so a failed export
-    leaves nothing behind. Raises ValueError when an output path is a directory or lies below a file, or when an
-    output file exists and `overwrite` is False.
+    leaves nothing behind, and records the weights and config it was made from (`fingerprint.export_metadata`).
+    Raises ValueError when an output path is a directory or lies below a file, is a file of the directory `model` was
+    loaded from (its weights or configs), or exists and `overwrite` is False.
     """
     config = model.config
     model = model.eval()
     output_path = Path(output_path)
-    _check_target(output_path, overwrite)
+    int8_path = output_path.with_suffix(".int8.onnx")
+    for path in (output_path, int8_path):  # first, so a killed export's partial files go even if this one is refused
+        recover_interrupted_output(path)
+    inputs = input_paths(model)
+    _check_target(output_path, overwrite, inputs)
     if quantize_int8:
-        _check_target(output_path.with_suffix(".int8.onnx"), overwrite)
+        _check_target(int8_path, overwrite, inputs)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, (config.patch_size + config.max_length) // 2, config.num_mel_bins)  # not at a bound
     frames = torch.export.Dim("frames", min=config.patch_size, max=config.max_length)
@@ -73,9 +84,10 @@ def export_onnx(
             external_data=False,
             verbose=False,
         )
+        program.model.metadata_props.update(export_metadata(model))
         program.save(str(partial))
     if quantize_int8:
-        quantize_dynamic_int8(output_path, output_path.with_suffix(".int8.onnx"))
+        quantize_dynamic_int8(output_path, int8_path)
     return output_path
 
 

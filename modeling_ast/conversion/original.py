@@ -34,7 +34,7 @@ from ..configuration_ast import ASTConfig
 from ..modeling_ast import ASTForAudioClassification
 from .common import DATASET_PRESETS, DatasetPreset, LabelSource, dataset_preset, push_folder_to_hub, read_label_names
 from .common import save_model_dir, shape_mismatches
-from .io import load_state_dict, preview_keys
+from .io import check_output_dir, input_paths, load_state_dict, preview_keys
 from .layouts import (
     DATA_PARALLEL_PREFIX,
     ORIGINAL,
@@ -448,7 +448,8 @@ def convert_original_checkpoint(
             one of the authors' layouts (otherwise inferred, and checked when given).
         num_attention_heads: needed only when the hidden size is not a multiple of 64.
         num_mel_bins: mel bins of the training features (128 in every original recipe).
-        overwrite: replace a non-empty `output_dir`.
+        overwrite: replace a non-empty `output_dir` that this package wrote; never one that is or holds
+            `checkpoint_path` or the labels file, nor a folder holding other files (see `io.check_output_dir`).
         push_to_hub: "org/name": after writing, upload the directory to this Hub model repository.
         hub_token, private: passed to the Hub when pushing.
 
@@ -458,9 +459,12 @@ def convert_original_checkpoint(
 
     Raises:
         ValueError: unknown key layout (listing unexpected and missing keys), shape mismatches (key, expected, got),
-            non-tensor pickles, ambiguous geometry, a label file whose size differs from the head, unknown dataset.
+            non-tensor pickles, ambiguous geometry, a label file whose size differs from the head, unknown dataset,
+            an output that cannot be written (before anything is read).
     """
     checkpoint_path = Path(checkpoint_path)
+    inputs = input_paths(checkpoint_path, labels)
+    check_output_dir(output_dir, overwrite, inputs)  # before the slow part; `save_model_dir` checks again
     state_dict = load_state_dict(checkpoint_path)
     layout = inspect_original_checkpoint(
         state_dict,
@@ -494,7 +498,9 @@ def convert_original_checkpoint(
         std=std,
         reported_metric=reported_metric_text(reported_metric, checkpoint_path.name, preset),
     )
-    save_model_dir(model.eval(), output_dir, mean=mean, std=std, overwrite=overwrite, model_card=report.model_card())
+    save_model_dir(
+        model.eval(), output_dir, mean=mean, std=std, overwrite=overwrite, model_card=report.model_card(), inputs=inputs
+    )
     logger.info(report.summary())
     if push_to_hub:
         url = push_folder_to_hub(report.output_dir, push_to_hub, token=hub_token, private=private)

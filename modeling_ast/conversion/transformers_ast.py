@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from transformers.utils import cached_file
 
 from ..configuration_ast import TRANSFORMERS_MODEL_TYPE, TRANSFORMERS_SHARED_FIELDS, ASTConfig
-from .io import atomic_output_dir, read_checkpoint_weights, read_config_dict
+from .io import atomic_output_dir, check_output_dir, input_paths, read_checkpoint_weights, read_config_dict
 from .layouts import from_transformers_ast, to_transformers_ast
 
 logger = logging.getLogger(__name__)
@@ -81,8 +81,11 @@ def convert_transformers_checkpoint(
     """Write a built-in AST checkpoint (directory or Hub id) in our format: config.json + model.safetensors, and
     the source's preprocessor_config.json read into our `ASTFeatureExtractor` when it has one.
 
-    Raises ValueError for a source that is not a built-in AST checkpoint, or whose weights do not fit its layout.
+    Raises ValueError for a source that is not a built-in AST checkpoint, or whose weights do not fit its layout, and
+    (before reading it) for an output that is or holds the source (`io.check_output_dir`).
     """
+    inputs = input_paths(name_or_path)
+    check_output_dir(output_dir, overwrite, inputs)
     config_dict = read_config_dict(name_or_path, **hub_kwargs)
     if not is_transformers_ast(config_dict):
         found = None if config_dict is None else config_dict.get("model_type")
@@ -90,7 +93,7 @@ def convert_transformers_checkpoint(
     # The translation `ASTConfig.from_pretrained` applies to a built-in config.json, on the dict already read.
     config = ASTConfig.from_dict(ASTConfig.from_transformers_dict(config_dict))
     state_dict = transformers_state_dict(name_or_path, **hub_kwargs)
-    with atomic_output_dir(output_dir, overwrite=overwrite) as staging:
+    with atomic_output_dir(output_dir, overwrite=overwrite, inputs=inputs) as staging:
         config.save_pretrained(staging)
         save_file({key: value.contiguous() for key, value in state_dict.items()}, staging / "model.safetensors",
                   metadata={"format": "pt"})
@@ -120,8 +123,11 @@ def export_to_transformers(
     Weights use the legacy key spelling that every transformers 5.x release loads. The built-in model has a single
     LayerNorm epsilon: the encoder's is used, and a different head epsilon is reported (the logits then move by a
     few 1e-6, see the tests). With `feature_extractor`, its settings are written as a preprocessor_config.json for
-    transformers' own `ASTFeatureExtractor` (fixed-length padding, 16 kHz).
+    transformers' own `ASTFeatureExtractor` (fixed-length padding, 16 kHz). `output_dir` must not be or hold the
+    directory `model` was loaded from (`io.check_output_dir`).
     """
+    inputs = input_paths(model)
+    check_output_dir(output_dir, overwrite, inputs)
     config: ASTConfig = model.config
     if config.head_layer_norm_eps != config.layer_norm_eps:
         logger.warning(
@@ -132,7 +138,7 @@ def export_to_transformers(
     builtin_config = transformers.ASTConfig(**fields, layer_norm_eps=config.layer_norm_eps)
     builtin_config.architectures = [type(model).__name__]
     weights = to_transformers_ast(model.state_dict())
-    with atomic_output_dir(output_dir, overwrite=overwrite) as staging:
+    with atomic_output_dir(output_dir, overwrite=overwrite, inputs=inputs) as staging:
         builtin_config.save_pretrained(staging)
         save_file({key: value.contiguous() for key, value in weights.items()}, staging / "model.safetensors",
                   metadata={"format": "pt"})
