@@ -20,6 +20,7 @@ import contextlib
 import datetime
 import fcntl
 import json
+import logging
 import os
 import shlex
 import socket
@@ -28,9 +29,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from transformers.utils import logging
-
-logger = logging.get_logger(__name__)
+# The standard library's logging (warnings reach stderr without any set-up): this module needs nothing else, so a
+# process can hold a lock without importing torch.
+logger = logging.getLogger(__name__)
 
 __all__ = ["OutputLockedError", "lock_path", "output_lock"]
 
