@@ -83,20 +83,25 @@ def run_fingerprint(model: Any, folder: Path | None, onnx: Path | None, options:
         files = sorted({path for pattern in MODEL_FILE_PATTERNS for path in folder.glob(pattern) if path.is_file()})
         run = {"model": os.fspath(model), "weights_sha256": _files_sha256(files, folder)}
     if onnx is not None:
-        run.update(onnx=os.fspath(onnx), onnx_sha256=_files_sha256([onnx], onnx.parent))
+        run.update(onnx=os.fspath(onnx), onnx_sha256=_file_sha256(onnx))
     return run | {name: getattr(options, name) for name in RECORD_OPTIONS}
 
 
 def _files_sha256(files: Iterable[Path], folder: Path) -> str:
-    """One sha256 over the names and contents of `files` (names relative to `folder`)."""
+    """One sha256 over the names (relative to `folder`) and sha256s of `files`."""
     total = hashlib.sha256()
     for path in files:
-        content = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                content.update(chunk)
-        total.update(f"{path.relative_to(folder).as_posix()}\0{content.hexdigest()}\n".encode())
+        total.update(f"{path.relative_to(folder).as_posix()}\0{_file_sha256(path)}\n".encode())
     return total.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    """The sha256 of a file's content (what `sha256sum` prints), read in chunks."""
+    content = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            content.update(chunk)
+    return content.hexdigest()
 
 
 def _pipeline_sha256(classifier: Any) -> str:
@@ -196,7 +201,8 @@ class Provenance:
                 f"{name} {_shown(other.get(name))} -> {_shown(self.run.get(name))}"
                 for name in fields if other.get(name) != self.run.get(name)
             )
-            lines.append(f"{count} records tagged with model {other.get('model')}, now {self.run['model']}: {changes}")
+            renamed = "" if other.get("model") == self.run["model"] else f", now {self.run['model']}"
+            lines.append(f"{count} records tagged with model {other.get('model')}{renamed}: {changes}")
         return lines
 
     def _input_differences(self, records: Sequence[dict[str, Any]]) -> list[str]:
