@@ -176,13 +176,14 @@ def test_an_output_from_before_fingerprints_is_refused_then_redone(tmp_path, mod
         ("tags.parquet", b"PAR1 not really", "ArrowInvalid"),
     ],
 )
-@pytest.mark.parametrize("overwrite", [False, True])
-def test_an_output_that_is_not_an_ast_tag_file_is_never_written_over(tmp_path, model_dir, folder, name, content,
-                                                                      reason, overwrite):
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_an_output_that_is_not_an_ast_tag_file_is_never_written_over(tmp_path, model_dir, folder, capsys, name,
+                                                                      content, reason, overwrite):
     output = tmp_path / name
     output.write_bytes(content)
-    with pytest.raises(ValueError, match=f"output {output} exists and is not an ast-tag output \\(.*{reason}"):
-        tag_collection(model_dir, folder, output, overwrite=overwrite, progress=False)
+    assert ast_tag([str(model_dir), str(folder), str(output), *overwrite]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: output {output} exists and is not an ast-tag output (") and reason in error
     assert output.read_bytes() == content
     assert sorted(path.name for path in tmp_path.iterdir()) == ["in", name]  # no journal, no lock left
 
