@@ -154,8 +154,8 @@ def tag_collection(
         if rank == 0:
             remove_abandoned_staging(output)
         items = collect_inputs(inputs, path_column=path_column, audio_column=audio_column)
+        onnx_path = None if onnx is None else _onnx_path(model, onnx)
         folder = model_folder(model) if isinstance(model, (str, os.PathLike)) else None
-        onnx_path = None if onnx is None else _onnx_path(folder, onnx)
         provenance = Provenance(run_fingerprint(model, folder, onnx_path, options), input_identities(items, inputs))
         share = _share_to_tag(items[rank::world_size], output, provenance, overwrite)
         if share:
@@ -188,16 +188,18 @@ def _write_merged(output: Path, items: list[TagInput], provenance: Provenance) -
     shutil.rmtree(journals, ignore_errors=True)
 
 
-def _onnx_path(folder: Path | None, onnx: str | os.PathLike) -> Path:
-    """The ONNX file run instead of PyTorch: `onnx`, or "" for the int8 file beside the checkpoint `folder`."""
-    if folder is None:
+def _onnx_path(model: Any, onnx: str | os.PathLike) -> Path:
+    """The ONNX file run instead of PyTorch: `onnx`, or "" for the int8 file beside the checkpoint directory `model`
+    (checked here, not when it is loaded: its hash is part of the records' fingerprint)."""
+    if not isinstance(model, (str, os.PathLike)):
         raise ValueError("onnx needs the model as a checkpoint directory, not a pipeline object")
+    folder = Path(model)
+    if not folder.is_dir():
+        raise ValueError(f"--onnx runs an exported file beside a local checkpoint; {folder} is not a directory")
     path = Path(onnx) if os.fspath(onnx) else folder / INT8_FILE_NAME
     if not path.is_file():
-        raise FileNotFoundError(
-            f"--onnx: no ONNX file at {path}; write one with `ast-export-onnx {folder} {folder}/model.onnx "
-            "--quantize_int8` (model.int8.onnx is written beside model.onnx)"
-        )
+        raise ValueError(f"--onnx: no ONNX file at {path}; write one with `ast-export-onnx {folder} "
+                         f"{folder / 'model.onnx'} --quantize_int8` (model.int8.onnx is written beside model.onnx)")
     return path
 
 
