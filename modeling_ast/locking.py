@@ -37,6 +37,7 @@ __all__ = ["OutputLockedError", "lock_path", "output_lock"]
 
 # How long a refused process waits for the holder to write its name into a lock it has just taken.
 _NAME_WAIT_S = 1.0
+_WAIT_HINT = "pass --wait_for_lock (wait_for_lock=True) to start when it does"
 
 
 class OutputLockedError(BlockingIOError):
@@ -50,15 +51,16 @@ def lock_path(target: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def output_lock(target: str | os.PathLike, *, wait: bool = False) -> Iterator[Path]:
+def output_lock(target: str | os.PathLike, *, wait: bool = False, hint: str = _WAIT_HINT) -> Iterator[Path]:
     """Hold the lock of `target` for the `with` block; yields the lock file's path.
 
     Raises:
-        OutputLockedError: another process holds it and `wait` is false; the message names that process.
+        OutputLockedError: another process holds it and `wait` is false; the message names that process and ends
+            with `hint` (what else the user can do).
     """
     path = lock_path(target)
     path.parent.mkdir(parents=True, exist_ok=True)  # the lock must exist before anything is written there
-    descriptor = _acquire(path, target, wait)
+    descriptor = _acquire(path, target, wait, hint)
     try:
         yield path
     finally:
@@ -66,7 +68,7 @@ def output_lock(target: str | os.PathLike, *, wait: bool = False) -> Iterator[Pa
         os.close(descriptor)
 
 
-def _acquire(path: Path, target: str | os.PathLike, wait: bool) -> int:
+def _acquire(path: Path, target: str | os.PathLike, wait: bool, hint: str) -> int:
     """A descriptor of `path` holding its lock, with this process's name written into it."""
     while True:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -75,8 +77,7 @@ def _acquire(path: Path, target: str | os.PathLike, wait: bool) -> int:
                 holder = _holder_of(descriptor)
                 if not wait:
                     raise OutputLockedError(
-                        f"{target} is being written by {holder}; wait for it to finish, or pass --wait_for_lock "
-                        f"(wait_for_lock=True) to start when it does (lock file {path})"
+                        f"{target} is being written by {holder}; wait for it to finish, or {hint} (lock file {path})"
                     )
                 logger.warning(f"waiting for {holder} to finish writing {target}")
                 fcntl.flock(descriptor, fcntl.LOCK_EX)

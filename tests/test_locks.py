@@ -166,8 +166,9 @@ def test_training_refuses_an_output_dir_another_run_writes_and_takes_over_a_kill
             "--synthetic_train_per_class", "2", "--synthetic_eval_per_class", "1", "--max_steps", "1",
             "--report_to", "none", "--disable_tqdm", "true"]  # fmt: skip
     holder = hold(output_dir)
-    with pytest.raises(OutputLockedError, match=f"{output_dir} is being written by process {holder.pid}"):
+    with pytest.raises(OutputLockedError, match=f"{output_dir} is being written by process {holder.pid}") as refused:
         script.main(argv)
+    assert "or give another --output_dir (lock file" in str(refused.value)
     assert not output_dir.exists()  # refused before the demo data were written
     kill_hard(holder)
     result = script.main(argv)

@@ -79,7 +79,7 @@ def start_run(args: TrainingArguments) -> None:
     check_processes(args)
     _RUN_LOCK.close()
     if args.process_index == 0:
-        _RUN_LOCK.enter_context(output_lock(args.output_dir))
+        _RUN_LOCK.enter_context(output_lock(args.output_dir, hint="give another --output_dir"))
 
 
 def finish_run(trainer: Trainer) -> None:
