@@ -38,7 +38,7 @@ from modeling_ast.training.report import headline, pipeline_top3, save_plot, tra
 from modeling_ast.training.sources import folder_examples, manifest_examples
 from modeling_ast.training.starting_points import feature_extractor_for, pretrained_for_task, with_patchout
 from modeling_ast.training.task import TaskData, task_from_datasets, task_from_examples
-from modeling_ast.training.trainer import ASTTrainer, check_processes, data_seed, end_processes, resume_target
+from modeling_ast.training.trainer import ASTTrainer, data_seed, end_processes, finish_run, resume_target, start_run
 from modeling_ast.training.trainer import launched_on_cpus
 from synthetic_sounds import generate_dataset
 
@@ -255,7 +255,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     argv = list(sys.argv[1:] if argv is None else argv)
     model_args, data_args, recipe, training_args = parse_args(argv)
     check_recipe(recipe, training_args, data_args.streaming)
-    check_processes(training_args)
+    start_run(training_args)  # checks the launch; output_dir is locked until finish_run: a second run is refused
     transformers.set_seed(training_args.seed)
     output_dir, is_main = Path(training_args.output_dir), training_args.process_index == 0
 
@@ -340,7 +340,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
             print(f"eval accuracy: {result['eval_accuracy']:.3f} ({clips} clips)")
     if training_args.push_to_hub:  # the output folder as written, model card included (every process saves)
         result["hub_commit"] = trainer.push_to_hub(commit_message="End of training")
-    trainer.accelerator.wait_for_everyone()  # no process leaves while the main one still writes
+    finish_run(trainer)  # no process leaves while the main one still writes; then output_dir is unlocked
     return result
 
 

@@ -21,6 +21,7 @@ from transformers import pipeline
 from entry_points import entry_point_command
 from tiny_models import save_tiny_digit_classifier
 from modeling_ast.tagging import TagOptions, collect_inputs, tag_collection
+from modeling_ast.tagging.fingerprints import Provenance, input_identities, run_fingerprint
 from modeling_ast.tagging.records import Journal, journal_dir, read_output
 
 # Batched and single-file forward passes of the same padded input: measured equal to ~1e-7 on scores below 1.
@@ -144,7 +145,8 @@ def test_unreadable_file_gives_an_error_row_and_the_run_goes_on(tmp_path, monkey
 
 
 class CountingClassifier:
-    """A pipeline stand-in that records which inputs it was asked for."""
+    """A pipeline stand-in that records which inputs it was asked for (the pipeline's model and settings otherwise:
+    the same fingerprint)."""
 
     def __init__(self, classifier):
         self.classifier, self.seen = classifier, []
@@ -152,6 +154,9 @@ class CountingClassifier:
     def __call__(self, inputs, **kwargs):
         self.seen.extend(inputs)
         return self.classifier(inputs, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.classifier, name)
 
 
 def test_second_run_tags_only_what_is_missing(tmp_path, classifier, recordings, expected):
@@ -172,7 +177,10 @@ def test_torn_journal_line_is_dropped_and_the_file_tagged_again(tmp_path, classi
     output = tmp_path / "tags.jsonl"
     journal = Journal(journal_dir(output), rank=0)
     first = sorted(expected)[0]
-    journal.append([{"input": first, "labels": expected[first], "error": None}])
+    record = {"input": first, "labels": expected[first], "error": None}
+    run = run_fingerprint(classifier, None, None, TagOptions())
+    Provenance(run, input_identities(collect_inputs(recordings), recordings)).stamp(record)
+    journal.append([record])
     journal.close()
     with open(journal.path, "ab") as handle:
         handle.write(b'{"input": "' + sorted(expected)[1].encode() + b'", "lab')  # killed mid-line

@@ -8,13 +8,18 @@
 
 Every option is spelled as the keyword argument (or `ASTConfig` field) it sets, with underscores. Each `*_main` takes
 `argv` (default: the command line) and returns the exit status: 0, or 1 after `error: ...` on stderr for bad input.
+Each command holds the lock of its output while it runs (`modeling_ast.locking`): a second command writing the same
+output is refused, naming the first, or with --wait_for_lock waits for it.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from ..locking import output_lock
 from .common import AUDIOSET_MEAN, AUDIOSET_STD, DATASET_PRESETS, describe_model_dir, read_label_names, run_cli
 
 __all__ = [
@@ -120,9 +125,27 @@ config it was exported from, which `ASTOnnxForAudioClassification` checks on loa
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--wait_for_lock", action="store_true", help="when another command is writing the same output, wait for it "
+        "to finish instead of stopping with an error that names it",
+    )
+    return parser
+
+
+def _locked(args: argparse.Namespace | dict[str, Any], work: Callable[[], str]) -> Callable[[], str]:
+    """`work`, run holding the lock of the command's output (output_dir or output_path). Takes --wait_for_lock out
+    of `args` at once: the others are the conversion's keyword arguments."""
+    fields = args if isinstance(args, dict) else vars(args)
+    wait, output = fields.pop("wait_for_lock"), fields.get("output_dir") or fields["output_path"]
+
+    def locked() -> str:
+        with output_lock(output, wait=wait):
+            return work()
+
+    return locked
 
 
 # ------------------------------------------------------------------------------------------ ast-convert-original
@@ -165,7 +188,7 @@ def convert_original_main(argv: list[str] | None = None) -> int:
     args = _original_parser().parse_args(argv)
     from .original import convert_original_checkpoint
 
-    return run_cli(lambda: convert_original_checkpoint(**vars(args)).summary())
+    return run_cli(_locked(args, lambda: convert_original_checkpoint(**vars(args)).summary()))
 
 
 # -------------------------------------------------------------------------------------- ast-convert-transformers
@@ -205,7 +228,7 @@ def convert_transformers_main(argv: list[str] | None = None) -> int:
             export_to_transformers(model, args.output_dir, feature_extractor=extractor, overwrite=args.overwrite)
         return f"{args.direction}ed {args.source} -> {args.output_dir}"
 
-    return run_cli(convert)
+    return run_cli(_locked(args, convert))
 
 
 # ------------------------------------------------------------------------------------------- ast-imagenet-to-ast
@@ -268,7 +291,7 @@ def imagenet_to_ast_main(argv: list[str] | None = None) -> int:
         )
         return describe_model_dir(output)
 
-    return run_cli(convert)
+    return run_cli(_locked(args, convert))
 
 
 # ------------------------------------------------------------------------------------------ ast-adapt-pretrained
@@ -309,7 +332,7 @@ def adapt_pretrained_main(argv: list[str] | None = None) -> int:
         inputs = () if labels is None else (labels,)  # a labels file is an input too (a name list is skipped)
         return describe_model_dir(save_adapted_ast(id2label=id2label, inputs=inputs, **args))
 
-    return run_cli(adapt)
+    return run_cli(_locked(args, adapt))
 
 
 # ----------------------------------------------------------------------------------------------- ast-export-onnx
@@ -336,4 +359,4 @@ def export_onnx_main(argv: list[str] | None = None) -> int:
         path = export_onnx(ASTForAudioClassification.from_pretrained(args.pop("model_dir")), **args)
         return f"wrote {path}" + (f" and {path.with_suffix('.int8.onnx')}" if args["quantize_int8"] else "")
 
-    return run_cli(export)
+    return run_cli(_locked(args, export))

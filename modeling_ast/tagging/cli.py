@@ -25,6 +25,12 @@ read, else empty), and with --chunk_length_s "windows" ([{start, end, labels}], 
 Stop it at any moment (even kill -9) and run the same command again: it goes on where it stopped, and every recording
 ends up in OUTPUT exactly once. Progress is journaled in OUTPUT.journal/ and OUTPUT is written, atomically, at the end.
 Under accelerate launch / torchrun each process tags its share and the first one merges them in input order.
+
+Each record stores what made it: "tagged_with" (the model, the sha256 of its files, the options that change records)
+and "source" (its file's size and modification time, or the saved dataset's fingerprint). A run whose model, options
+or inputs differ from the records already in OUTPUT stops and says what differs; with --overwrite it tags those
+inputs again. While a run writes OUTPUT it holds OUTPUT.lock: a second run on the same OUTPUT stops, naming the
+first, or with --wait_for_lock waits for it. An existing OUTPUT that is not an ast-tag file is never written over.
 """
 
 
@@ -42,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--onnx", nargs="?", const="", default=None, metavar="FILE",
                         help="run an exported ONNX file on CPU (onnxruntime) instead of PyTorch; without FILE, "
                              "MODEL/model.int8.onnx (written by ast-export-onnx --quantize_int8)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="tag again the recordings whose records in OUTPUT were made with another model or "
+                             "options, or before the recording changed (without it, such a run stops)")
+    parser.add_argument("--wait_for_lock", action="store_true",
+                        help="when another run is writing OUTPUT, wait for it to finish instead of stopping")
     long_audio = parser.add_argument_group("long audio (windows)")
     long_audio.add_argument("--chunk_length_s", type=float, default=None, help="window length in seconds")
     long_audio.add_argument("--stride_length_s", type=float, default=None, help="overlap of windows in seconds")

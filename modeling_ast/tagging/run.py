@@ -6,10 +6,16 @@ r, r + W, r + 2W, ... of the full list, so the shares do not depend on what earl
 a journal or in the previous output are skipped. Every file is tagged exactly once over any number of restarts: a
 record is journaled once (a killed process's torn line is dropped and the file tagged again), and the merge keeps one
 record per input.
+
+The first process holds the output's lock (`modeling_ast.locking`) from start to end, and the others start once it
+does, so a second run on the same output is refused (or waits) before it reads or writes anything. Records carry what
+made them (`fingerprints`): records of another model, other options or an input that changed since are refused, or
+under `overwrite` tagged again; they never end up beside this run's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
 import os
@@ -19,10 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..locking import output_lock
+from ..onnx_inference import INT8_FILE_NAME
 from ..pipeline_ast import ASTAudioClassificationPipeline
 from ..pipeline_batches import StreamedInputs
+from .fingerprints import Provenance, input_identities, model_folder, run_fingerprint
 from .inputs import TagInput, collect_inputs
-from .records import Journal, check_output_path, journal_dir, read_journals, read_output, write_output
+from .records import (
+    Journal, check_output_path, journal_dir, read_journals, read_output, remove_abandoned_staging, write_output,
+)
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,8 @@ def tag_collection(
     group_size: int | None = None,
     progress: bool = True,
     onnx: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    wait_for_lock: bool = False,
 ) -> Path:
     """Tag every recording of `inputs` (see `collect_inputs`) with `model` (a checkpoint path, Hub id or a
     pipeline) and write one record per recording to `output` (.jsonl, .csv or .parquet); resumable, see the module
@@ -127,61 +140,101 @@ def tag_collection(
     `group_size` recordings (default 4 x batch_size) are journaled together: what a kill can lose.
     `onnx` runs an exported ONNX file of a local `model` directory on CPU instead of PyTorch ("" for
     `model/model.int8.onnx`, written by `ast-export-onnx MODEL MODEL/model.onnx --quantize_int8`).
+    `overwrite` tags again the inputs whose records were made with another model or options, or before the input
+    changed (without it such records are refused, naming the difference). `wait_for_lock` waits for another run
+    writing `output` to finish (without it that run is named in an `OutputLockedError`).
     Returns the output path (written by the first process; every process returns once it exists).
     """
     output = check_output_path(output)
     if plot and options.chunk_length_s is None:
         raise ValueError("--plot draws the windows of long-audio mode: pass chunk_length_s as well")
-    items = collect_inputs(inputs, path_column=path_column, audio_column=audio_column)
     rank, world_size = process_share()
-    journals = journal_dir(output)
-    previous = read_output(output)
-    done = {record["input"] for record in previous} | {record["input"] for record in read_journals(journals)}
-    share = [item for item in items[rank::world_size] if item.key not in done]
-    if share:
-        classifier = _classifier(model, device, rank, onnx)
-        _tag_share(classifier, share, journals, rank, options, group_size, progress and rank == 0, plot, output)
-    _wait_for_everyone(world_size)
-    if rank == 0:
-        write_output(output, _merge(items, previous, read_journals(journals)))
-        shutil.rmtree(journals, ignore_errors=True)
-    _wait_for_everyone(world_size)
+    with output_lock(output, wait=wait_for_lock) if rank == 0 else contextlib.nullcontext():
+        _wait_for_everyone(world_size)  # the other processes start once the first holds the lock
+        if rank == 0:
+            remove_abandoned_staging(output)
+        items = collect_inputs(inputs, path_column=path_column, audio_column=audio_column)
+        onnx_path = None if onnx is None else _onnx_path(model, onnx)
+        folder = model_folder(model) if isinstance(model, (str, os.PathLike)) else None
+        provenance = Provenance(run_fingerprint(model, folder, onnx_path, options), input_identities(items, inputs))
+        share = _share_to_tag(items[rank::world_size], output, provenance, overwrite)
+        if share:
+            classifier = _classifier(model if folder is None else folder, device, onnx_path)
+            _tag_share(classifier, share, journal_dir(output), rank, options, group_size, progress and rank == 0, plot,
+                       output, provenance)
+        _wait_for_everyone(world_size)
+        if rank == 0:
+            _write_merged(output, items, provenance)
+        _wait_for_everyone(world_size)
     return output
 
 
-def _classifier(model: Any, device: str | int | None, rank: int, onnx: str | os.PathLike | None) -> Any:
+def _share_to_tag(share: list[TagInput], output: Path, provenance: Provenance, overwrite: bool) -> list[TagInput]:
+    """The inputs of `share` without a current record in `output` or its journal. Records that are not current
+    are refused (ValueError naming what differs), or with `overwrite` not counted: their inputs are tagged again."""
+    journals = journal_dir(output)
+    previous = read_output(output) + read_journals(journals)
+    if not overwrite:
+        provenance.check(previous, f"{output} (or its journal {journals.name})")
+    done = {record["input"] for record in previous if provenance.is_current(record)}
+    return [item for item in share if item.key not in done]
+
+
+def _write_merged(output: Path, items: list[TagInput], provenance: Provenance) -> None:
+    """Write the current records of the previous output and the journals to `output`, and remove the journals."""
+    journals = journal_dir(output)
+    records = read_output(output) + read_journals(journals)
+    write_output(output, _merge(items, [record for record in records if provenance.is_current(record)]))
+    shutil.rmtree(journals, ignore_errors=True)
+
+
+def _onnx_path(model: Any, onnx: str | os.PathLike) -> Path:
+    """The ONNX file run instead of PyTorch: `onnx`, or "" for the int8 file beside the checkpoint directory `model`
+    (checked here, not when it is loaded: its hash is part of the records' fingerprint)."""
     if not isinstance(model, (str, os.PathLike)):
-        if onnx is not None:
-            raise ValueError("onnx needs the model as a checkpoint directory, not a pipeline object")
+        raise ValueError("onnx needs the model as a checkpoint directory, not a pipeline object")
+    folder = Path(model)
+    if not folder.is_dir():
+        raise ValueError(f"--onnx runs an exported file beside a local checkpoint; {folder} is not a directory")
+    path = Path(onnx) if os.fspath(onnx) else folder / INT8_FILE_NAME
+    if not path.is_file():
+        raise ValueError(f"--onnx: no ONNX file at {path}; write one with `ast-export-onnx {folder} "
+                         f"{folder / 'model.onnx'} --quantize_int8` (model.int8.onnx is written beside model.onnx)")
+    return path
+
+
+def _classifier(model: Any, device: str | int | None, onnx: Path | None) -> Any:
+    """The pipeline to tag with: `model` itself when it is one, else the checkpoint folder `model` loaded, on
+    `device` (default: this process's GPU, else the CPU), or run by onnxruntime from `onnx`."""
+    if not isinstance(model, Path):
         return model
     import torch
     from transformers import pipeline
 
     if onnx is not None:
-        return _onnx_classifier(Path(model), onnx)
+        return _onnx_classifier(model, onnx)
     if device is None:
         device = int(os.environ.get("LOCAL_RANK", 0)) if torch.cuda.is_available() else "cpu"
     return pipeline("audio-classification", model=os.fspath(model), device=device)
 
 
-def _onnx_classifier(model_dir: Path, onnx: str | os.PathLike) -> Any:
+def _onnx_classifier(model_dir: Path, onnx: Path) -> Any:
     """The pipeline over `ASTOnnxForAudioClassification` (CPU), with the checkpoint's feature extractor."""
     from transformers import pipeline
 
     from ..feature_extraction_ast import ASTFeatureExtractor
     from ..onnx_inference import ASTOnnxForAudioClassification
 
-    if not model_dir.is_dir():
-        raise ValueError(f"--onnx runs an exported file beside a local checkpoint; {model_dir} is not a directory")
-    onnx_model = ASTOnnxForAudioClassification.from_pretrained(model_dir, onnx_path=os.fspath(onnx) or None)
+    onnx_model = ASTOnnxForAudioClassification.from_pretrained(model_dir, onnx_path=onnx)
     return pipeline("audio-classification", model=onnx_model,
                     feature_extractor=ASTFeatureExtractor.from_pretrained(model_dir))
 
 
 def _tag_share(
     classifier: Any, share: list[TagInput], journals: Path, rank: int, options: TagOptions,
-    group_size: int | None, progress: bool, plot: bool, output: Path,
+    group_size: int | None, progress: bool, plot: bool, output: Path, provenance: Provenance,
 ) -> None:
+    """Tag `share` into this process's journal, each record stamped with what made it (`provenance`)."""
     from tqdm.auto import tqdm
 
     from ..timeline import plot_timeline
@@ -192,6 +245,8 @@ def _tag_share(
     try:
         with tqdm(total=len(share), unit="file", disable=not progress, smoothing=0.1) as bar:
             for records in _record_groups(classifier, share, kwargs, size):
+                for record in records:
+                    provenance.stamp(record)
                 journal.append(records)
                 if plot:
                     for record in records:
@@ -225,11 +280,10 @@ def timeline_path(output: Path, key: str) -> Path:
     return output.with_name(output.name + ".timelines") / (key.replace("/", "__").replace("\\", "__") + ".png")
 
 
-def _merge(items: list[TagInput], *sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _merge(items: list[TagInput], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per input, in input order (records of inputs no longer listed follow, as before: never lost)."""
     by_key: dict[str, dict[str, Any]] = {}
-    for records in sources:
-        for record in records:
-            by_key.setdefault(record["input"], record)
+    for record in records:
+        by_key.setdefault(record["input"], record)
     ordered = [by_key.pop(item.key) for item in items if item.key in by_key]
     return ordered + list(by_key.values())

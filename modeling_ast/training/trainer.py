@@ -7,12 +7,13 @@ averaging, the last epoch's weights are both evaluated at the end (`evaluate_tra
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PredictionOutput
 
 from ..conversion.io import WEIGHT_FILES  # the files one of which holds a checkpoint's weights (Trainer.save_model)
+from ..locking import output_lock
 from .averaging import WeightAveragingCallback
 from .recipes import RecipeArguments
 from .sampling import EpochDrawSampler
@@ -33,10 +35,16 @@ __all__ = [
     "check_processes",
     "data_seed",
     "end_processes",
+    "finish_run",
     "last_complete_checkpoint",
     "launched_on_cpus",
     "resume_target",
+    "start_run",
 ]
+
+# The output_dir lock of this process's current training run (see `start_run`); released at the latest on exit.
+_RUN_LOCK = ExitStack()
+atexit.register(_RUN_LOCK.close)
 
 
 def data_seed(args: TrainingArguments) -> int:
@@ -59,6 +67,23 @@ def check_processes(args: TrainingArguments) -> None:
             f"launched as {launched} processes but Trainer set up {args.world_size}; each would train alone "
             "(on a machine without GPUs, do not pass --use_cpu false)"
         )
+
+
+def start_run(args: TrainingArguments) -> None:
+    """Start a training run: check the launch (`check_processes`) and, in the main process, take the lock of
+    `args.output_dir` (`modeling_ast.locking`), so that a second run writing the same folder is refused, naming
+    this one. The lock is held until `finish_run`, the next `start_run` in this process (after a run that failed)
+    or the end of the process."""
+    check_processes(args)
+    _RUN_LOCK.close()
+    if args.process_index == 0:
+        _RUN_LOCK.enter_context(output_lock(args.output_dir, hint="give another --output_dir"))
+
+
+def finish_run(trainer: Trainer) -> None:
+    """End a training run: wait until no process writes any more, then release the lock `start_run` took."""
+    trainer.accelerator.wait_for_everyone()
+    _RUN_LOCK.close()
 
 
 def _incomplete_reason(checkpoint: Path) -> str | None:
