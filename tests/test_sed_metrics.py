@@ -3,6 +3,8 @@ values are worked out by hand in the comments, and the DCASE TSV reader/writer."
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -162,6 +164,12 @@ def test_clips_without_predictions_count_as_none_and_unknown_ones_are_errors():
         event_f1({"c9": []}, TRUTH, LABELS)
     with pytest.raises(ValueError, match="predicted: clip 'c1' has an event labelled 'z'"):
         event_f1({"c1": [(1.0, 2.0, "z")]}, TRUTH, LABELS)
+
+
+def test_without_the_libraries_the_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sed_eval.sound_event", None)  # what a missing package looks like to import
+    with pytest.raises(ImportError, match=r"pip install 'modeling_ast\[sed\]'"):
+        event_f1(TRUTH, TRUTH, LABELS)
 
 
 # ---- DCASE TSV ----
