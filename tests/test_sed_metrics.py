@@ -156,6 +156,16 @@ def test_false_alarm_on_a_clip_without_events_counts():
     )
 
 
+def test_a_class_without_reference_events_is_left_out_of_the_macro_average():
+    # Only a has reference events; a false b on [5, 6). b has no recall, so no F1, and sed_eval's macro average is
+    # a's F1 alone, 1; the micro F1 counts the false alarm: TP 1, FP 1 -> P 1/2, R 1 -> 2/3 (segments: TP 2, FP 1 ->
+    # 4/5).
+    predicted = {"c": [(1.0, 3.0, "a"), (5.0, 6.0, "b")]}
+    result = event_f1(predicted, {"c": [(1.0, 3.0, "a")]}, LABELS)
+    expected = {"event_f1": 1.0, "event_f1_micro": 2 / 3, "segment_f1": 1.0, "segment_f1_micro": 4 / 5}
+    assert result == pytest.approx(expected)
+
+
 def test_clips_without_predictions_count_as_none_and_unknown_ones_are_errors():
     # Nothing predicted: every reference event is missed, every F1 0.
     keys = ["event_f1", "event_f1_micro", "segment_f1", "segment_f1_micro"]
