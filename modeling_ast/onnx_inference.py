@@ -35,6 +35,8 @@ from .conversion.fingerprint import CONFIG_KEY, WEIGHTS_KEY, config_differences,
 from .masking_ast import length_groups, real_frames
 from .modeling_ast import check_inputs
 
+__all__ = ["INT8_FILE_NAME", "ASTOnnxForAudioClassification"]
+
 INT8_FILE_NAME = "model.int8.onnx"
 
 

@@ -182,6 +182,7 @@ mappings = {
     "AutoConfig": configuration_auto.CONFIG_MAPPING,
     "AutoModel": modeling_auto.MODEL_MAPPING,
     "AutoModelForAudioClassification": modeling_auto.MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING,
+    "AutoModelForAudioFrameClassification": modeling_auto.MODEL_FOR_AUDIO_FRAME_CLASSIFICATION_MAPPING,
     "AutoFeatureExtractor": feature_extraction_auto.FEATURE_EXTRACTOR_MAPPING,
 }
 counts = {name: sum(ours(item) for item in mapping._extra_content.items()) for name, mapping in mappings.items()}
@@ -199,8 +200,9 @@ def test_importing_the_package_twice_keeps_one_registration():
         "AutoConfig": 1,
         "AutoModel": 1,
         "AutoModelForAudioClassification": 1,
+        "AutoModelForAudioFrameClassification": 1,
         "AutoFeatureExtractor": 1,
-        "pipeline tasks": 1,
+        "pipeline tasks": 2,  # audio-classification (our implementation class) and our sound-event-detection
     }
     # only the implementation class is swapped: the task keeps transformers' default model, and nothing is overwritten
     assert report["impl"] == "ASTAudioClassificationPipeline"

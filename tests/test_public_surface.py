@@ -17,24 +17,11 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 MODULES = sorted(
     info.name for info in pkgutil.walk_packages(modeling_ast.__path__, prefix="modeling_ast.") if not info.ispkg
 ) + ["modeling_ast", "modeling_ast.conversion", "modeling_ast.tagging", "modeling_ast.training"]
-# Modules being rewritten on another branch, which gives them their `__all__`; listed so that this test names them
-# until then (it fails once one of them has an `__all__`: take it off the list).
-PENDING = {
-    "modeling_ast.conversion.io",
-    "modeling_ast.conversion.onnx",
-    "modeling_ast.onnx_inference",
-    "modeling_ast.tagging.cli",
-    "modeling_ast.tagging.records",
-    "modeling_ast.tagging.run",
-}
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_every_module_lists_its_public_names(name):
     module = importlib.import_module(name)
-    if name in PENDING:
-        assert not hasattr(module, "__all__"), f"{name} has __all__ now: take it off PENDING"
-        return
     exported = module.__all__
     assert len(set(exported)) == len(exported), exported
     assert not [item for item in exported if item.startswith("_")], exported

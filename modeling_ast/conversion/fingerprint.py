@@ -22,6 +22,9 @@ from ..configuration_ast import ASTConfig
 from .io import WEIGHT_FILES, read_checkpoint_weights
 from .transformers_ast import read_transformers_weights
 
+__all__ = ["CONFIG_FIELDS", "CONFIG_KEY", "WEIGHTS_KEY", "config_differences", "config_fingerprint", "export_metadata",
+           "saved_weights_sha256", "weights_sha256"]  # fmt: skip
+
 WEIGHTS_KEY = "modeling_ast.weights_sha256"
 CONFIG_KEY = "modeling_ast.config"
 # The config fields baked into the graph or giving its outputs their meaning, with "labels" (id2label in index order).

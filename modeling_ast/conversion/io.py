@@ -31,6 +31,25 @@ from transformers.utils import cached_file, logging
 
 from ..configuration_ast import TRANSFORMERS_MODEL_TYPE, ASTConfig
 
+__all__ = [
+    "WEIGHT_FILES",
+    "atomic_output_dir",
+    "atomic_output_file",
+    "check_not_an_input",
+    "check_output_dir",
+    "check_output_parent",
+    "input_paths",
+    "load_checkpoint_dir",
+    "load_state_dict",
+    "preview_keys",
+    "read_checkpoint_weights",
+    "read_config_dict",
+    "read_json_file",
+    "read_saved_config_dict",
+    "recover_interrupted_output",
+    "warn_non_finite",
+]
+
 logger = logging.get_logger(__name__)
 
 # Weight files of a transformers-style checkpoint, in order of preference.

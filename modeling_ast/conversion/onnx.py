@@ -21,6 +21,8 @@ from ..modeling_ast import ASTForAudioClassification
 from .fingerprint import export_metadata
 from .io import atomic_output_file, check_not_an_input, check_output_parent, input_paths, recover_interrupted_output
 
+__all__ = ["export_onnx", "quantize_dynamic_int8"]
+
 
 class _LogitsOnly(torch.nn.Module):
     """input_values (B, T, F) -> logits (B, num_labels), without the output dataclass."""

@@ -9,6 +9,8 @@ from ..conversion.common import run_cli
 from .records import OUTPUT_FORMATS
 from .run import TagOptions, tag_collection
 
+__all__ = ["build_parser", "main"]
+
 DESCRIPTION = """\
 Tag every recording of a collection with an audio-classification checkpoint; one record per recording.
 

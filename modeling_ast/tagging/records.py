@@ -27,6 +27,17 @@ from typing import Any
 
 from transformers.utils import logging
 
+__all__ = [
+    "OUTPUT_FORMATS",
+    "Journal",
+    "check_output_path",
+    "journal_dir",
+    "read_journals",
+    "read_output",
+    "remove_abandoned_staging",
+    "write_output",
+]
+
 logger = logging.get_logger(__name__)
 
 OUTPUT_FORMATS = (".jsonl", ".csv", ".parquet")

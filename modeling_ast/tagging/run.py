@@ -35,6 +35,8 @@ from .records import (
     Journal, check_output_path, journal_dir, read_journals, read_output, remove_abandoned_staging, write_output,
 )
 
+__all__ = ["TagOptions", "classify_isolated", "tag_collection"]
+
 
 @dataclass(frozen=True)
 class TagOptions:

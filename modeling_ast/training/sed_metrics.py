@@ -32,6 +32,8 @@ import pandas as pd
 
 from ..conversion.io import atomic_output_file
 
+__all__ = ["Event", "event_f1", "psds", "read_strong_tsv", "write_events_tsv"]
+
 Event = tuple[float, float, str]
 
 STRONG_HEADER = ("filename", "onset", "offset", "event_label")
