@@ -118,6 +118,11 @@ def _fade(num_samples: int) -> np.ndarray:
     return envelope
 
 
+def synthesize_event(label: str, rng: np.random.Generator, num_samples: int) -> np.ndarray:
+    """`num_samples` of one event of class `label` at 16 kHz, faded in and out, peak ~1 (before any gain)."""
+    return CLASSES[label](rng, np.arange(num_samples) / SAMPLING_RATE) * _fade(num_samples)
+
+
 def synthesize_clip(label: str, rng: np.random.Generator) -> np.ndarray:
     """One float32 clip of class `label` at 16 kHz: the event at a random onset and gain over background noise."""
     if label not in CLASSES:
@@ -126,7 +131,7 @@ def synthesize_clip(label: str, rng: np.random.Generator) -> np.ndarray:
     event_samples = int(min(rng.uniform(*EVENT_SECONDS), 0.9 * clip_samples / SAMPLING_RATE) * SAMPLING_RATE)
     onset = int(rng.integers(0, clip_samples - event_samples + 1))
 
-    event = CLASSES[label](rng, np.arange(event_samples) / SAMPLING_RATE) * _fade(event_samples)
+    event = synthesize_event(label, rng, event_samples)
     peak = np.abs(event).max()
     if peak > 0:
         event *= 10 ** (rng.uniform(*EVENT_PEAK_DB) / 20) / peak
