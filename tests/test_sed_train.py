@@ -90,8 +90,8 @@ def collate(tmp_path, events, augment: AugmentConfig, seed: int = 0):
     write_clip(tmp_path, "clip.wav", np.random.default_rng(0).standard_normal(RATE).astype(np.float32) * 0.1)
     dataset = SEDDataset(sed_examples(tmp_path, {"clip.wav": events}, {}), SPACE, train=True, augment=augment, seed=seed)
     extractor = ASTFeatureExtractor(max_length=128)
-    collator = SEDCollator(extractor, CONFIG, SPACE, augment=augment, padding="longest", return_attention_mask=True)
-    plain = SEDCollator(extractor, CONFIG, SPACE, padding="longest", return_attention_mask=True)
+    collator = SEDCollator(extractor, augment, config=CONFIG, label_space=SPACE, padding="longest", return_attention_mask=True)
+    plain = SEDCollator(extractor, config=CONFIG, label_space=SPACE, padding="longest", return_attention_mask=True)
     item = dataset[DrawKey(0, 0, 0)]
     return collator([item]), plain([{key: value for key, value in item.items() if key != "seed"}])
 
@@ -127,7 +127,7 @@ def test_mixup_targets_are_the_union_of_both_clips_events(tmp_path):
     examples = sed_examples(tmp_path, strong, {"c.wav": ["siren"]})
     augment = AugmentConfig(mixup=1.0)
     dataset = SEDDataset(examples, SPACE, train=True, augment=augment, seed=0)
-    collator = SEDCollator(ASTFeatureExtractor(max_length=128), CONFIG, SPACE, augment=augment)
+    collator = SEDCollator(ASTFeatureExtractor(max_length=128), augment, config=CONFIG, label_space=SPACE)
     partners = set()
     for position in range(12):
         item = dataset[DrawKey(0, position, 0)]  # clip a, mixed with a, b or c
@@ -150,11 +150,11 @@ def test_batches_train_the_frame_model_and_metrics_score_a_perfect_prediction(tm
     for name in strong:
         write_clip(tmp_path, name, rng.standard_normal(RATE).astype(np.float32) * 0.1)
     examples = sed_examples(tmp_path, strong, {})
-    batch = SEDCollator(ASTFeatureExtractor(max_length=128), CONFIG, SPACE)([SEDDataset(examples, SPACE)[i] for i in range(2)])
+    batch = SEDCollator(ASTFeatureExtractor(max_length=128), config=CONFIG, label_space=SPACE)([SEDDataset(examples, SPACE)[i] for i in range(2)])
     model = ASTForAudioFrameClassification(tiny_config(num_labels=2))
     output = model(**batch)
     assert output.logits.shape == batch["labels"].shape and output.loss.requires_grad
-    compute = sed_metrics_fn(examples, CONFIG, SPACE, RATE, max_samples=RATE * 2)
+    compute = sed_metrics_fn(examples, CONFIG, SPACE, ASTFeatureExtractor(max_length=128))
     perfect = (batch["labels"] * 20 - 10).numpy()
     metrics = compute(type("Prediction", (), {"predictions": (perfect, None)})())
     assert metrics["event_f1"] == 1.0 and metrics["segment_f1"] == 1.0

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,10 @@ from transformers import EvalPrediction
 from ..audio_io import audio_duration
 from ..configuration_ast import ASTConfig
 from ..events import ColumnGrid, EventOptions, detect_events
-from ..fbank import FrameSpec, num_frames
+from ..fbank import FrameSpec, num_frames, num_samples_for_frames
+from ..feature_extraction_ast import ASTFeatureExtractor
 from ..file_lists import read_manifest
-from ..modeling_ast_frames import column_centres, column_hop
+from ..modeling_ast_frames import ASTForAudioFrameClassification, column_centres, column_hop
 from .augment import crop_start, mix_waveforms, sample_mixup_lambda
 from .collator import AudioCollator
 from .datasets import AudioDataset, Item
@@ -45,18 +47,65 @@ from .labels import LabelSpace
 from .sampling import WAVEFORM_STAGE, seeded_generator
 from .sed_metrics import Event, event_f1, psds, read_strong_tsv
 from .sources import Example
+from .task import TaskData, task_from_examples
 
 __all__ = [
+    "SEDArguments",
     "SEDCollator",
     "SEDDataset",
     "crop_events",
+    "frame_model",
     "frame_targets",
     "read_strong_labels",
     "read_weak_labels",
     "roll_events",
     "sed_examples",
     "sed_metrics_fn",
+    "sed_task",
 ]
+
+
+@dataclass
+class SEDArguments:
+    """Sound event detection data: strong and/or weak training labels of the clips in --audio_dir, strong
+    evaluation labels. Any of them trains `ASTForAudioFrameClassification` instead of a clip classifier."""
+
+    strong_labels: str | None = field(
+        default=None, metadata={"help": "Strong training labels: DCASE TSV (filename onset offset event_label) or JSONL."}
+    )
+    weak_labels: str | None = field(
+        default=None, metadata={"help": "Weak training labels: DCASE TSV (filename event_labels, comma-separated)."}
+    )
+    audio_dir: str | None = field(default=None, metadata={"help": "Folder of the training clips the labels name."})
+    eval_strong_labels: str | None = field(default=None, metadata={"help": "Strong labels of the evaluation clips."})
+    eval_audio_dir: str | None = field(default=None, metadata={"help": "Folder of the evaluation clips."})
+
+    def __post_init__(self) -> None:
+        if self.is_sed and not (self.audio_dir and self.eval_strong_labels and self.eval_audio_dir):
+            raise ValueError("sound event detection needs --audio_dir, --eval_strong_labels and --eval_audio_dir")
+
+    @property
+    def is_sed(self) -> bool:
+        return bool(self.strong_labels or self.weak_labels)
+
+
+def sed_task(args: SEDArguments, check_files: bool = True) -> TaskData:
+    """The task of `args`' label files (multi-label; its datasets are `SEDDataset`s)."""
+    strong = read_strong_labels(args.strong_labels) if args.strong_labels else {}
+    weak = read_weak_labels(args.weak_labels) if args.weak_labels else {}
+    train = sed_examples(args.audio_dir, strong, weak)
+    evaluation = sed_examples(args.eval_audio_dir, read_strong_labels(args.eval_strong_labels), {})
+    files = " + ".join(str(name) for name in (args.strong_labels, args.weak_labels) if name)
+    task = task_from_examples(train, evaluation, f"events {files} / {args.eval_strong_labels}", True, check_files)
+    return replace(task, dataset_class=SEDDataset)
+
+
+def frame_model(model_name_or_path: str, label_space: LabelSpace) -> ASTForAudioFrameClassification:
+    """The encoder of any AST checkpoint this package loads, with a frame head for `label_space` (new when the
+    checkpoint's head does not fit)."""
+    return ASTForAudioFrameClassification.from_pretrained(
+        model_name_or_path, **label_space.config_kwargs(), ignore_mismatched_sizes=True
+    )
 
 
 def read_strong_labels(path: str | os.PathLike) -> dict[str, list[Event]]:
@@ -177,10 +226,10 @@ class SEDDataset(AudioDataset):
 class SEDCollator(AudioCollator):
     """`AudioCollator` for `SEDDataset` items and `ASTForAudioFrameClassification`: `labels` (B, t, C) frame
     targets made after SpecAugment and the time roll (from the rolled events), `clip_labels` (B, C) and `strong`
-    (B,). `config` gives the column grid; `label_space` the label order."""
+    (B,). `config` gives the column grid, `label_space` the label order; the rest as for `AudioCollator`."""
 
-    def __init__(self, feature_extractor: Any, config: ASTConfig, label_space: LabelSpace, **options: Any) -> None:
-        super().__init__(feature_extractor, **options)
+    def __init__(self, *args: Any, config: ASTConfig, label_space: LabelSpace, **options: Any) -> None:
+        super().__init__(*args, **options)
         self.config = config
         self.label_space = label_space
 
@@ -218,11 +267,13 @@ def _clip_grid(config: ASTConfig, duration: float, rate: int, max_samples: int) 
 
 
 def sed_metrics_fn(
-    examples: Sequence[Example], config: ASTConfig, label_space: LabelSpace, rate: int, max_samples: int
+    examples: Sequence[Example], config: ASTConfig, label_space: LabelSpace, feature_extractor: ASTFeatureExtractor
 ) -> Callable[[EvalPrediction], dict[str, float]]:
     """`compute_metrics` for the (unshuffled) evaluation clips `examples` (strong, with events): PSDS1 and PSDS2 of
     the frame scores, each column scored over its interval (`ColumnGrid.bounds`, clipped to the clip), and event-
     and segment-based F1 of the events `detect_events` finds at threshold 0.5 (`sed_metrics`)."""
+    rate = feature_extractor.sampling_rate
+    max_samples = num_samples_for_frames(feature_extractor.max_length, rate)
     grids = [_clip_grid(config, audio_duration(example["audio"]), rate, max_samples) for example in examples]
     names = [example["name"] for example in examples]
     truth = {name: crop_events(example["events"], 0.0, grid.duration)
