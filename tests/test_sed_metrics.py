@@ -3,6 +3,8 @@ values are worked out by hand in the comments, and the DCASE TSV reader/writer."
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -154,6 +156,16 @@ def test_false_alarm_on_a_clip_without_events_counts():
     )
 
 
+def test_a_class_without_reference_events_is_left_out_of_the_macro_average():
+    # Only a has reference events; a false b on [5, 6). b has no recall, so no F1, and sed_eval's macro average is
+    # a's F1 alone, 1; the micro F1 counts the false alarm: TP 1, FP 1 -> P 1/2, R 1 -> 2/3 (segments: TP 2, FP 1 ->
+    # 4/5).
+    predicted = {"c": [(1.0, 3.0, "a"), (5.0, 6.0, "b")]}
+    result = event_f1(predicted, {"c": [(1.0, 3.0, "a")]}, LABELS)
+    expected = {"event_f1": 1.0, "event_f1_micro": 2 / 3, "segment_f1": 1.0, "segment_f1_micro": 4 / 5}
+    assert result == pytest.approx(expected)
+
+
 def test_clips_without_predictions_count_as_none_and_unknown_ones_are_errors():
     # Nothing predicted: every reference event is missed, every F1 0.
     keys = ["event_f1", "event_f1_micro", "segment_f1", "segment_f1_micro"]
@@ -162,6 +174,12 @@ def test_clips_without_predictions_count_as_none_and_unknown_ones_are_errors():
         event_f1({"c9": []}, TRUTH, LABELS)
     with pytest.raises(ValueError, match="predicted: clip 'c1' has an event labelled 'z'"):
         event_f1({"c1": [(1.0, 2.0, "z")]}, TRUTH, LABELS)
+
+
+def test_without_the_libraries_the_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sed_eval.sound_event", None)  # what a missing package looks like to import
+    with pytest.raises(ImportError, match=r"pip install 'modeling_ast\[sed\]'"):
+        event_f1(TRUTH, TRUTH, LABELS)
 
 
 # ---- DCASE TSV ----

@@ -16,6 +16,7 @@ Training and its outputs:
 - `schedules`: warm-up and the paper's step-decay learning-rate schedules, Adam as in the recipes;
 - `trainer`: `ASTTrainer`, the `Trainer` that applies a recipe;
 - `metrics`: accuracy, top-5, per-class AP and ROC-AUC, mAP, mAUC, d';
+- `sed_metrics`: sound event detection's PSDS1/PSDS2 and event/segment F1 (sed_scores_eval, sed_eval), DCASE TSVs;
 - `averaging`: weight averaging of epoch checkpoints and ensemble prediction;
 - `report`: headline metrics, the evaluation plot, the model card.
 """

@@ -60,10 +60,14 @@ class _WritableScoreFrame(pd.DataFrame):
 
 @contextlib.contextmanager
 def _importing_metric_libraries() -> Iterator[None]:
-    # dcase_util (under sed_eval and sed_scores_eval) imports pkg_resources, which warns about itself on import.
+    """Imports of sed_eval / sed_scores_eval: an ImportError says which extra installs them."""
+    # dcase_util (under both) imports pkg_resources, which warns about itself on import.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-        yield
+        try:
+            yield
+        except ImportError as error:
+            raise ImportError(f"{error}; the SED metrics need `pip install 'modeling_ast[sed]'`") from error
 
 
 def _check_no_missing(name: str, clips: Mapping[str, object], ground_truth: Mapping[str, object]) -> None:
