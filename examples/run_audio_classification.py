@@ -10,6 +10,7 @@ extractor, a model card and a confusion matrix to `output_dir` and classifies a 
     python examples/run_audio_classification.py --train_file train.csv --eval_file eval.csv    # CSV / JSONL manifests
     python examples/run_audio_classification.py --dataset_name NAME --eval_split_name test    # a `datasets` dataset
     python examples/run_audio_classification.py examples/recipes/esc50.json --train_file ...  # a recipe, overridden
+    python examples/run_audio_classification.py --strong_labels S.tsv --audio_dir A ...  # sound event detection
 
 Every `transformers.TrainingArguments` option is accepted too (this script's defaults: `TRAINING_DEFAULTS`). It runs
 unchanged under `torchrun` and `accelerate launch`. The pieces are `modeling_ast.training`'s; examples/README.md
@@ -18,6 +19,7 @@ describes the options.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from collections.abc import Sequence
@@ -29,12 +31,13 @@ import torch
 import transformers
 from transformers import HfArgumentParser, TrainerCallback, TrainingArguments
 
-from modeling_ast import ASTConfig, ASTForAudioClassification  # also registers "ast" with the Auto classes
+from modeling_ast import ASTConfig, ASTForAudioClassification, ASTForAudioFrameClassification  # registers "ast"
 from modeling_ast.conversion.imagenet import ast_from_imagenet
 from modeling_ast.training.collator import AudioCollator
 from modeling_ast.training.metrics import compute_metrics_fn
 from modeling_ast.training.recipes import RecipeArguments, check_recipe, parse_args_with_recipe
 from modeling_ast.training.report import headline, pipeline_top3, save_plot, training_summary, write_model_card
+from modeling_ast.training.sed import SEDArguments, SEDCollator, frame_model, sed_metrics_fn, sed_task
 from modeling_ast.training.sources import folder_examples, manifest_examples
 from modeling_ast.training.starting_points import feature_extractor_for, pretrained_for_task, with_patchout
 from modeling_ast.training.task import TaskData, task_from_datasets, task_from_examples
@@ -82,9 +85,7 @@ class DataArguments:
             "group named 'label', else its first group, else the whole match. FSDD: '^(\\d+)_'."
         },
     )
-    eval_regex: str | None = field(
-        default=None, metadata={"help": "Files whose relative path matches this regex form the evaluation split."}
-    )
+    eval_regex: str | None = field(default=None, metadata={"help": "Relative paths matching this: evaluation split."})
     audio_extensions: str | None = field(default=None, metadata={"help": "Extensions --data_dir reads (default: all)."})
     train_file: str | None = field(
         default=None,
@@ -103,17 +104,13 @@ class DataArguments:
         default="label", metadata={"help": "Label column of --dataset_name: a class label, a string, or a list."}
     )
     streaming: bool = field(
-        default=False,
-        metadata={"help": "Stream --dataset_name (needs --max_steps and a ClassLabel column or a list of them)."},
-    )
+        default=False, metadata={"help": "Stream --dataset_name (needs --max_steps and ClassLabel labels)."})
     shuffle_buffer_size: int = field(default=1000, metadata={"help": "With --streaming: the shuffle buffer."})
     problem_type: Literal["auto", "single_label_classification", "multi_label_classification"] = field(
-        default="auto",
-        metadata={"help": "auto: single-label when every training clip has exactly one label, else multi-label."},
+        default="auto", metadata={"help": "auto: single-label when each training clip has one label, else multi-label."}
     )
     on_bad_file: Literal["error", "skip"] = field(
-        default="error", metadata={"help": "Unreadable audio: stop with its name, or skip it and report the count."}
-    )
+        default="error", metadata={"help": "Unreadable audio: stop with its name, or skip it and count it."})
     synthetic_train_per_class: int = field(default=200, metadata={"help": "Demo: training clips per class."})
     synthetic_eval_per_class: int = field(default=15, metadata={"help": "Demo: evaluation clips per class."})
     synthetic_seed: int = field(default=0, metadata={"help": "Demo: seed of the synthetic dataset."})
@@ -179,16 +176,11 @@ class ModelArguments:
     patchout_time: int | None = field(default=None, metadata={"help": "Time columns of patches dropped per step."})
     patchout_frequency: int | None = field(default=None, metadata={"help": "Frequency rows dropped per step."})
     patchout_random: float | None = field(default=None, metadata={"help": "Fraction of other patches dropped."})
-    fbank_mean: float | None = field(
-        default=None, metadata={"help": "Normalisation mean (compute_fbank_stats.py); default the checkpoint's."}
-    )
+    fbank_mean: float | None = field(default=None, metadata={"help": "Normalisation mean (compute_fbank_stats.py)."})
     fbank_std: float | None = field(default=None, metadata={"help": "Normalisation std; default the checkpoint's."})
     padding: Literal["longest", "max_length"] = field(
-        default="longest", metadata={"help": "Pad each batch to its longest clip, or to max_length (the original)."}
-    )
-    attention_mask: bool = field(
-        default=True, metadata={"help": "Mask the padding frames (the original has no mask: false)."}
-    )
+        default="longest", metadata={"help": "Pad each batch to its longest clip, or to max_length (the original)."})
+    attention_mask: bool = field(default=True, metadata={"help": "Mask the padding frames (the original: false)."})
 
     def __post_init__(self) -> None:
         if self.model_name_or_path and self.imagenet_checkpoint:
@@ -210,15 +202,16 @@ class ModelArguments:
         return ASTConfig(**{name: getattr(self, name) for name in names}, **self.patchout(), **labels)
 
 
-def parse_args(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments, RecipeArguments, TrainingArguments]:
-    """The four argument groups: this script's defaults, replaced by a recipe file's values when the first argument is
+def parse_args(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments, SEDArguments, RecipeArguments,
+                                             TrainingArguments]:  # fmt: skip
+    """The five argument groups: this script's defaults, replaced by a recipe file's values when the first argument is
     one, overridden by the rest of `argv`."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, RecipeArguments, TrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, SEDArguments, RecipeArguments, TrainingArguments))
     parser.set_defaults(**TRAINING_DEFAULTS)
-    (model_args, data_args, recipe, training_args), recipe_file, notes = parse_args_with_recipe(parser, argv)
-    if recipe_file is not None and data_args.is_demo:
+    (model_args, data_args, sed_args, recipe, training_args), recipe_file, notes = parse_args_with_recipe(parser, argv)
+    if recipe_file is not None and data_args.is_demo and not sed_args.is_sed:
         raise ValueError(f"recipe {recipe_file} needs data: {notes.get('_data', 'a data source')}")
-    return model_args, data_args, recipe, training_args
+    return model_args, data_args, sed_args, recipe, training_args
 
 
 def read_task_data(data_args: DataArguments, output_dir: Path) -> TaskData:
@@ -253,15 +246,16 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     """Runs the whole recipe (with extra `callbacks`); returns the metrics, the trained model and what was written."""
     # 1. Arguments: this script's defaults, then the recipe file (if the first argument is one), then the command line.
     argv = list(sys.argv[1:] if argv is None else argv)
-    model_args, data_args, recipe, training_args = parse_args(argv)
+    model_args, data_args, sed_args, recipe, training_args = parse_args(argv)
+    sed = sed_args.is_sed  # sound event detection: a frame model trained on events
     check_recipe(recipe, training_args, data_args.streaming)
     start_run(training_args)  # checks the launch; output_dir is locked until finish_run: a second run is refused
     transformers.set_seed(training_args.seed)
     output_dir, is_main = Path(training_args.output_dir), training_args.process_index == 0
 
-    # 2. Data: the training and evaluation clips and their label space.
+    # 2. Data: the training and evaluation clips (and events) and their label space.
     with training_args.main_process_first(desc="reading the data"):
-        data = read_task_data(data_args, output_dir)
+        data = sed_task(sed_args, data_args.on_bad_file == "error") if sed else read_task_data(data_args, output_dir)
     space = data.label_space
     if is_main:
         print(data.summary())
@@ -272,6 +266,8 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     if model_args.imagenet_checkpoint:
         config = model_args.config(new_model=False, **space.config_kwargs())
         model = ast_from_imagenet(model_args.imagenet_checkpoint, config, seed=training_args.seed).train()
+    elif model_args.model_name_or_path and sed:
+        model = frame_model(model_args.model_name_or_path, space).train()
     elif model_args.model_name_or_path:
         model = pretrained_for_task(
             model_args.model_name_or_path, space, model_args.max_length, model_args.frequency_stride,
@@ -279,7 +275,8 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
         )  # fmt: skip
         model = with_patchout(model, model_args.patchout()).train()
     else:
-        model = ASTForAudioClassification(model_args.config(new_model=True, **space.config_kwargs()))
+        model_class = ASTForAudioFrameClassification if sed else ASTForAudioClassification
+        model = model_class(model_args.config(new_model=True, **space.config_kwargs()))
     feature_extractor = feature_extractor_for(
         model.config, model_args.model_name_or_path, model_args.fbank_mean, model_args.fbank_std,
         model_args.attention_mask,
@@ -292,7 +289,8 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     train_set, eval_set = data.datasets(
         feature_extractor, augment, data_seed(training_args), data_args.on_bad_file, data_args.shuffle_buffer_size
     )
-    collator = AudioCollator(
+    collator_class = functools.partial(SEDCollator, config=model.config, label_space=space) if sed else AudioCollator
+    collator = collator_class(
         feature_extractor, augment, model_args.padding, model_args.attention_mask, min_frames=model.config.patch_size
     )
 
@@ -301,7 +299,8 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     trainer = ASTTrainer(
         model, training_args, recipe=recipe, sample_weights=weights, train_dataset=train_set, eval_dataset=eval_set,
         data_collator=collator, processing_class=feature_extractor, callbacks=callbacks,
-        compute_metrics=compute_metrics_fn(space.problem_type, space.id2label),
+        compute_metrics=sed_metrics_fn(data.eval, model.config, space, feature_extractor) if sed
+        else compute_metrics_fn(space.problem_type, space.id2label),
     )  # fmt: skip
     train_result = trainer.train(resume_from_checkpoint=resume_target(training_args.resume_from_checkpoint, output_dir))
     prediction, results = trainer.evaluate_trained_models(eval_set)
@@ -309,8 +308,8 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     result: dict[str, Any] = {
         "metrics": prediction.metrics,
         "results": results,
-        "eval_accuracy": prediction.metrics["eval_accuracy"],
-        "num_eval_clips": len(prediction.label_ids),
+        "eval_accuracy": prediction.metrics.get("eval_accuracy"),
+        "num_eval_clips": len(prediction.predictions[0] if sed else prediction.label_ids),
         "skipped_files": {"train": train_set.bad_files.total, "eval": eval_set.bad_files.last_pass_count},
         "output_dir": output_dir,
         "model": trainer.model,
@@ -326,16 +325,17 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
         if data_args.on_bad_file == "skip":
             skipped = result["skipped_files"]
             print(f"skipped unreadable audio: {skipped['train']} training clip(s), {skipped['eval']} eval clip(s)")
-        result["plot"] = save_plot(prediction, space, output_dir)
+        result["plot"] = None if sed else save_plot(prediction, space, output_dir)
         start = model_args.imagenet_checkpoint or model_args.model_name_or_path
         summary = training_summary(training_args, recipe, model_args.patchout())
         result["model_card"] = write_model_card(
             output_dir, data, results, summary, SCRIPT, argv, start, result["plot"], dataset_name=data_args.dataset_name
         )
-        held_out = data.first_eval_example()
-        result["top3"] = pipeline_top3(output_dir, held_out)
-        guesses = ", ".join(f"{guess['label']} {guess['score']:.3f}" for guess in result["top3"])
-        print(f"pipeline on held-out {held_out.get('name', 'clip')} (labels {held_out['labels']}): {guesses}")
+        if not sed:
+            held_out = data.first_eval_example()
+            result["top3"] = pipeline_top3(output_dir, held_out)
+            guesses = ", ".join(f"{guess['label']} {guess['score']:.3f}" for guess in result["top3"])
+            print(f"pipeline on held-out {held_out.get('name', 'clip')} (labels {held_out['labels']}): {guesses}")
         if not space.multi_label:
             print(f"eval accuracy: {result['eval_accuracy']:.3f} ({clips} clips)")
     if training_args.push_to_hub:  # the output folder as written, model card included (every process saves)

@@ -31,7 +31,9 @@ from .fbank import FrameSpec
 from .masking_ast import clip_time_patches, time_column_mask
 from .modeling_ast import ASTClassifierHead, ASTModel, ASTPreTrainedModel
 
-__all__ = ["ASTForAudioFrameClassification", "ASTFrameClassifierOutput", "linear_softmax_pool"]
+__all__ = [
+    "ASTForAudioFrameClassification", "ASTFrameClassifierOutput", "column_centres", "column_hop", "linear_softmax_pool",
+]
 
 
 @dataclass
@@ -50,6 +52,19 @@ class ASTFrameClassifierOutput(ModelOutput):
     column_mask: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+
+
+def column_centres(config: ASTConfig, num_time: int, sampling_rate: int = 16000) -> torch.Tensor:
+    """(num_time,) float64: the centre in seconds of each time column of a model of `config`; columns are
+    `column_hop(config, sampling_rate)` apart."""
+    spec = FrameSpec.for_rate(sampling_rate)
+    first = spec.centre_x2(0, config.patch_size)
+    return first / (2 * sampling_rate) + column_hop(config, sampling_rate) * torch.arange(num_time, dtype=torch.float64)
+
+
+def column_hop(config: ASTConfig, sampling_rate: int = 16000) -> float:
+    """Seconds between the centres of neighbouring time columns: `time_stride` frame shifts (0.1 s at stride 10)."""
+    return config.time_stride * FrameSpec.for_rate(sampling_rate).shift / sampling_rate
 
 
 def linear_softmax_pool(scores: torch.Tensor, column_mask: torch.Tensor) -> torch.Tensor:
@@ -84,10 +99,7 @@ class ASTForAudioFrameClassification(ASTPreTrainedModel):
 
     def column_centres(self, num_time: int, sampling_rate: int = 16000) -> torch.Tensor:
         """(num_time,) float64: the centre of each time column in seconds, for features at `sampling_rate`."""
-        spec = FrameSpec.for_rate(sampling_rate)
-        first = spec.centre_x2(0, self.config.patch_size)
-        step = 2 * self.config.time_stride * spec.shift
-        return (first + step * torch.arange(num_time, dtype=torch.float64)) / (2 * sampling_rate)
+        return column_centres(self.config, num_time, sampling_rate)
 
     @can_return_tuple
     def forward(

@@ -25,9 +25,11 @@ __all__ = [
     "MAX_ROLL",
     "AugmentConfig",
     "MaskSpans",
+    "crop_start",
     "mix_targets",
     "mix_waveforms",
     "noise_and_roll",
+    "noise_and_roll_shift",
     "random_crop",
     "random_int",
     "sample_mixup_lambda",
@@ -97,8 +99,15 @@ def random_crop(waveform: torch.Tensor, max_samples: int, generator: torch.Gener
     excess = waveform.shape[0] - max_samples
     if excess <= 0:
         return waveform
-    start = random_int(0, excess, generator)
+    start = crop_start(waveform.shape[0], max_samples, generator)
     return waveform[start : start + max_samples]
+
+
+def crop_start(num_samples: int, max_samples: int, generator: torch.Generator) -> int:
+    """Where `random_crop` starts its window in a clip of `num_samples` samples (0, drawing nothing, if it fits), so
+    that callers can move what is annotated in the clip with it."""
+    excess = num_samples - max_samples
+    return random_int(0, excess, generator) if excess > 0 else 0
 
 
 def sample_mixup_lambda(alpha: float, generator: torch.Generator) -> float:
@@ -174,12 +183,20 @@ def spec_augment_(
 def noise_and_roll(
     features: torch.Tensor, generator: torch.Generator, num_frames: int | None = None
 ) -> torch.Tensor:
+    """The features of `noise_and_roll_shift` alone."""
+    return noise_and_roll_shift(features, generator, num_frames)[0]
+
+
+def noise_and_roll_shift(
+    features: torch.Tensor, generator: torch.Generator, num_frames: int | None = None
+) -> tuple[torch.Tensor, int]:
     """The Speech Commands augmentation on normalised features: add `U(0, 1) * r / 10` noise, r ~ U(0, 1) per clip,
     then roll in time by a shift drawn uniformly from {-10, ..., 9} frames.
 
     `features`: (frames, mel_bins) normalised features of one clip; returns a new tensor of the same shape. With
     `num_frames` (the clip's real frames when padding is masked) only those frames roll, among themselves, so the
     padding stays at the end where the attention mask expects it; without it the whole grid rolls, as in the original.
+    Returns the new features and the shift in frames (frame k moved to (k + shift) mod the rolled length).
     """
     if features.dim() != 2:
         raise ValueError(f"noise_and_roll expects one clip's (frames, mel_bins) features, got {tuple(features.shape)}")
@@ -188,4 +205,4 @@ def noise_and_roll(
     shift = random_int(-MAX_ROLL, MAX_ROLL - 1, generator)
     length = features.shape[0] if num_frames is None else num_frames
     noisy[:length] = torch.roll(noisy[:length], shift, dims=0)
-    return noisy
+    return noisy, shift

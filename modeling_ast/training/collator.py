@@ -9,7 +9,7 @@ import torch
 
 from ..audio_utils import to_float_waveform
 from ..feature_extraction_ast import ASTFeatureExtractor
-from .augment import AugmentConfig, noise_and_roll, spec_augment_
+from .augment import AugmentConfig, noise_and_roll_shift, spec_augment_
 from .datasets import Item
 from .sampling import SPECTROGRAM_STAGE, seeded_generator
 
@@ -65,7 +65,8 @@ class AudioCollator:
                 f"all {len(items)} clips of this batch were unreadable and skipped; see the dataset's bad_files"
             )
         features, mask = self.log_mel([item["audio"] for item in kept])
-        batch = {"input_values": self.augment_and_normalize(features, mask, [item.get("seed") for item in kept])}
+        features, _ = self.augment_and_normalize(features, mask, [item.get("seed") for item in kept])
+        batch = {"input_values": features}
         if self.return_attention_mask:
             batch["attention_mask"] = mask.to(torch.int64)
         batch["labels"] = _stack_labels([item["labels"] for item in kept])
@@ -88,9 +89,10 @@ class AudioCollator:
 
     def augment_and_normalize(
         self, features: torch.Tensor, mask: torch.Tensor, seeds: Sequence[int | None]
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, list[int]]:
         """SpecAugment, normalisation, noise and roll of a (B, T, F) batch; clips whose seed is None are only
-        normalised. Modifies and returns `features` (noise and roll replace the rows of the clips they touch)."""
+        normalised. Modifies and returns `features` (noise and roll replace the rows of the clips they touch), and
+        each clip's time roll in frames (0 when not rolled; `augment.noise_and_roll_shift`)."""
         spec_augment = self.augment.freqm > 0 or self.augment.timem > 0
         generators = [None if seed is None else seeded_generator(seed, SPECTROGRAM_STAGE) for seed in seeds]
         for row, generator in zip(features, generators):
@@ -98,12 +100,13 @@ class AudioCollator:
                 spec_augment_(row, self.augment.freqm, self.augment.timem, generator)
         if self.feature_extractor.do_normalize:
             self.feature_extractor.normalize(features, inplace=True)
+        shifts = [0] * len(seeds)
         if self.augment.noise:
             lengths = mask.sum(dim=1).tolist() if self.return_attention_mask else [None] * len(seeds)
             for index, (generator, length) in enumerate(zip(generators, lengths)):
                 if generator is not None:
-                    features[index] = noise_and_roll(features[index], generator, length)
-        return features
+                    features[index], shifts[index] = noise_and_roll_shift(features[index], generator, length)
+        return features, shifts
 
 
 def _stack_labels(labels: Sequence[torch.Tensor]) -> torch.Tensor:

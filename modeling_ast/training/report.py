@@ -28,7 +28,11 @@ _BOOKKEEPING = ("_runtime", "_per_second", "_loss")
 
 
 def headline(metrics: dict[str, float], multi_label: bool, prefix: str = "eval") -> str:
-    """The main numbers of an evaluation, e.g. "accuracy 0.950, top-5 0.990" or "mAP 0.412, mAUC 0.950, d' 2.3"."""
+    """The main numbers of an evaluation, e.g. "accuracy 0.950, top-5 0.990" or "mAP 0.412, mAUC 0.950, d' 2.3"
+    (or PSDS and F1 for sound event detection)."""
+    if f"{prefix}_psds1" in metrics:
+        names = {"psds1": "PSDS1", "psds2": "PSDS2", "event_f1": "event F1", "segment_f1": "segment F1"}
+        return ", ".join(f"{name} {metrics[f'{prefix}_{key}']:.4f}" for key, name in names.items())
     if multi_label:
         return (
             f"mAP {metrics[f'{prefix}_mAP']:.4f}, mAUC {metrics[f'{prefix}_mAUC']:.4f}, "

@@ -40,6 +40,8 @@ class TaskData:
     task_reason: str = ""
     # Kept from building the task, so balanced sampling does not read the label column again (None for a stream).
     train_labels: list[list[str]] | None = None
+    # The map-style dataset of the clips (`sed.SEDDataset` for sound event detection).
+    dataset_class: type[AudioDataset] = AudioDataset
 
     @property
     def streaming(self) -> bool:
@@ -86,7 +88,7 @@ class TaskData:
             "sampling_rate": feature_extractor.sampling_rate,
         }
         training = {"train": True, "augment": augment, "seed": seed, **options}
-        dataset_class = StreamingAudioDataset if self.streaming else AudioDataset
+        dataset_class = StreamingAudioDataset if self.streaming else self.dataset_class
         train = self.train.shuffle(seed=seed, buffer_size=shuffle_buffer_size) if self.streaming else self.train
         return dataset_class(train, self.label_space, **training), dataset_class(self.eval, self.label_space, **options)
 

@@ -1,0 +1,295 @@
+"""Training sound event detection: strong and weak labels, frame targets that follow the augmentations, metrics.
+
+Labels. Strong labels are events (onset s, offset s, label) from a DCASE TSV (`filename onset offset event_label`) or
+JSON Lines with the same fields; weak labels are clip labels from a DCASE weak TSV (`filename event_labels`,
+comma-separated). A run may mix both: a clip with strong labels is strong, a clip only in the weak file is weak.
+
+Frame targets (`frame_targets`). Column j of the model (`modeling_ast_frames.column_centres`) stands for the interval
+[centre_j - hop / 2, centre_j + hop / 2) (hop = `column_hop`, 0.1 s at time stride 10); it is positive for label c
+when that interval overlaps an event [onset, offset) of c by any amount. Items carry their events in seconds and
+the collator makes the targets after every augmentation, from the moved events:
+
+- random crop (training clips longer than `max_length`): events move by minus the crop start and are cut to the
+  window (`crop_events`);
+- mixup: the mixture holds both clips' events (their union; targets and clip labels are the maximum of the two, not
+  the lambda mix): with lambda ~ Beta(10, 10) both sounds stay clearly audible, so each event is fully present, and
+  a frame where only one clip has an event is not half an event. A mixture with a weak clip is weak;
+- time roll (`noise_and_roll_shift`, by whole 10 ms frames, so not a multiple of the column hop in general): events
+  move by shift x 10 ms, wrapping around the clip's rolled length (an event that wraps becomes two), and the targets
+  are recomputed (`roll_events`);
+- SpecAugment time masks: targets unchanged, since the event still happened (as clip labels are left unchanged).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import EvalPrediction
+
+from ..audio_io import audio_duration
+from ..configuration_ast import ASTConfig
+from ..events import ColumnGrid, EventOptions, detect_events
+from ..fbank import FrameSpec, num_frames, num_samples_for_frames
+from ..feature_extraction_ast import ASTFeatureExtractor
+from ..file_lists import read_manifest
+from ..modeling_ast_frames import ASTForAudioFrameClassification, column_centres, column_hop
+from .augment import crop_start, mix_waveforms, sample_mixup_lambda
+from .collator import AudioCollator
+from .datasets import AudioDataset, Item
+from .labels import LabelSpace
+from .sampling import WAVEFORM_STAGE, seeded_generator
+from .sed_metrics import Event, event_f1, psds, read_strong_tsv
+from .sources import Example
+from .task import TaskData, task_from_examples
+
+__all__ = [
+    "SEDArguments",
+    "SEDCollator",
+    "SEDDataset",
+    "crop_events",
+    "frame_model",
+    "frame_targets",
+    "read_strong_labels",
+    "read_weak_labels",
+    "roll_events",
+    "sed_examples",
+    "sed_metrics_fn",
+    "sed_task",
+]
+
+
+@dataclass
+class SEDArguments:
+    """Sound event detection data: strong and/or weak training labels of the clips in --audio_dir, strong
+    evaluation labels. Any of them trains `ASTForAudioFrameClassification` instead of a clip classifier."""
+
+    strong_labels: str | None = field(
+        default=None, metadata={"help": "Strong training labels: DCASE TSV (filename onset offset event_label) or JSONL."}
+    )
+    weak_labels: str | None = field(
+        default=None, metadata={"help": "Weak training labels: DCASE TSV (filename event_labels, comma-separated)."}
+    )
+    audio_dir: str | None = field(default=None, metadata={"help": "Folder of the training clips the labels name."})
+    eval_strong_labels: str | None = field(default=None, metadata={"help": "Strong labels of the evaluation clips."})
+    eval_audio_dir: str | None = field(default=None, metadata={"help": "Folder of the evaluation clips."})
+
+    def __post_init__(self) -> None:
+        if self.is_sed and not (self.audio_dir and self.eval_strong_labels and self.eval_audio_dir):
+            raise ValueError("sound event detection needs --audio_dir, --eval_strong_labels and --eval_audio_dir")
+
+    @property
+    def is_sed(self) -> bool:
+        return bool(self.strong_labels or self.weak_labels)
+
+
+def sed_task(args: SEDArguments, check_files: bool = True) -> TaskData:
+    """The task of `args`' label files (multi-label; its datasets are `SEDDataset`s)."""
+    strong = read_strong_labels(args.strong_labels) if args.strong_labels else {}
+    weak = read_weak_labels(args.weak_labels) if args.weak_labels else {}
+    train = sed_examples(args.audio_dir, strong, weak)
+    evaluation = sed_examples(args.eval_audio_dir, read_strong_labels(args.eval_strong_labels), {})
+    files = " + ".join(str(name) for name in (args.strong_labels, args.weak_labels) if name)
+    task = task_from_examples(train, evaluation, f"events {files} / {args.eval_strong_labels}", True, check_files)
+    return replace(task, dataset_class=SEDDataset)
+
+
+def frame_model(model_name_or_path: str, label_space: LabelSpace) -> ASTForAudioFrameClassification:
+    """The encoder of any AST checkpoint this package loads, with a frame head for `label_space` (new when the
+    checkpoint's head does not fit)."""
+    return ASTForAudioFrameClassification.from_pretrained(
+        model_name_or_path, **label_space.config_kwargs(), ignore_mismatched_sizes=True
+    )
+
+
+def read_strong_labels(path: str | os.PathLike) -> dict[str, list[Event]]:
+    """Clip -> events of a DCASE strong TSV or of JSON Lines (`.jsonl`/`.json`) with the same four fields."""
+    if Path(path).suffix.lower() not in (".jsonl", ".json"):
+        return read_strong_tsv(path)
+    events: dict[str, list[Event]] = {}
+    for row in read_manifest(path, path_column="filename"):
+        try:
+            onset, offset, label = float(row.fields["onset"]), float(row.fields["offset"]), str(row.fields["event_label"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}, line {row.line}: needs numeric onset, offset and an event_label") from None
+        if not 0 <= onset < offset:
+            raise ValueError(f"{path}, line {row.line}: need 0 <= onset < offset, got {onset} and {offset}")
+        events.setdefault(row.path, []).append((onset, offset, label))
+    return events
+
+
+def read_weak_labels(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Clip -> labels of a DCASE weak TSV (header `filename event_labels`, labels comma-separated, may be empty)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0].split("\t") != ["filename", "event_labels"]:
+        raise ValueError(f"{path}: the first line must be the header 'filename<TAB>event_labels'")
+    labels = {}
+    for number, line in enumerate(lines[1:], start=2):
+        if line.strip():
+            name, _, text = line.partition("\t")
+            if not name:
+                raise ValueError(f"{path}, line {number}: empty filename")
+            labels[name] = [label for label in text.split(",") if label]
+    return labels
+
+
+def sed_examples(
+    audio_dir: str | os.PathLike, strong: Mapping[str, list[Event]], weak: Mapping[str, list[str]]
+) -> list[Example]:
+    """Examples of the clips in `audio_dir` named by either file: strong ones with their `events`, clips only in
+    `weak` with `events` None; `labels` are the clip's labels (its events' for strong clips)."""
+    examples = []
+    for name in sorted({*strong, *weak}):
+        events = strong.get(name)
+        labels = sorted({label for _, _, label in events}) if events is not None else sorted(set(weak[name]))
+        examples.append({"audio": str(Path(audio_dir) / name), "sampling_rate": None, "labels": labels,
+                         "name": name, "events": events})  # fmt: skip
+    return examples
+
+
+def crop_events(events: Sequence[Event], start: float, length: float) -> list[Event]:
+    """The events of the window [start, start + length) of a clip, in the window's time; cut to it, empty ones
+    dropped."""
+    moved = [(max(0.0, onset - start), min(length, offset - start), label) for onset, offset, label in events]
+    return [(onset, offset, label) for onset, offset, label in moved if onset < offset]
+
+
+def roll_events(events: Sequence[Event], shift: float, length: float) -> list[Event]:
+    """Events of a clip of `length` seconds rolled by `shift` seconds: times move by `shift` modulo `length`; an
+    event that crosses the end continues at the start (two events)."""
+    rolled = []
+    for onset, offset, label in events:
+        turns = math.floor((onset + shift) / length)
+        onset, offset = onset + shift - turns * length, offset + shift - turns * length
+        rolled.append((onset, min(offset, length), label))
+        if offset > length:
+            rolled.append((0.0, offset - length, label))
+    return rolled
+
+
+def frame_targets(events: Sequence[Event], centres: torch.Tensor, hop: float, label_space: LabelSpace) -> torch.Tensor:
+    """(t, C) float32: 1 where column j's interval [centres[j] - hop / 2, centres[j] + hop / 2) overlaps an event
+    [onset, offset) of label c."""
+    targets = torch.zeros(len(centres), label_space.num_labels)
+    for onset, offset, label in events:
+        overlaps = (centres - hop / 2 < offset) & (centres + hop / 2 > onset)
+        targets[overlaps, label_space.labels.index(label)] = 1.0
+    return targets
+
+
+class SEDDataset(AudioDataset):
+    """`AudioDataset` of `sed_examples`: items also carry `events` (seconds, None for weak clips), moved with the
+    training crop and joined by mixup (module docstring); `labels` are (C,) multi-hot clip labels."""
+
+    def _load(self, index: int) -> tuple[torch.Tensor, Example] | None:
+        example = self.examples[index]
+        waveform = self._decode(example)
+        return None if waveform is None else (waveform, example)
+
+    def _item(self, waveform: torch.Tensor, example: Example, partner: Callable, seed: int | None) -> Item:
+        labels = self.label_space.multi_hot(example["labels"])
+        if seed is None:
+            waveform, events = self._window(waveform, example["events"], None)
+            return {"audio": waveform, "labels": labels, "events": events}
+        generator = seeded_generator(seed, WAVEFORM_STAGE)
+        waveform, events = self._window(waveform, example["events"], generator)
+        if self.augment.mixup > 0 and float(torch.rand((), generator=generator)) < self.augment.mixup:
+            other = partner(generator)
+            if other is not None:
+                lam = sample_mixup_lambda(self.augment.mixup_alpha, generator)
+                other_waveform, other_events = self._window(other[0], other[1]["events"], generator)
+                waveform = mix_waveforms(waveform, other_waveform, lam)
+                labels = torch.maximum(labels, self.label_space.multi_hot(other[1]["labels"]))
+                length = waveform.shape[0] / self.sampling_rate  # the partner is cut or padded to this clip
+                both = events is not None and other_events is not None
+                events = events + crop_events(other_events, 0.0, length) if both else None
+        return {"audio": waveform, "labels": labels, "events": events, "seed": seed}
+
+    def _window(
+        self, waveform: torch.Tensor, events: list[Event] | None, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, list[Event] | None]:
+        """The clip's training crop (at random with `generator`, else its start) and its events moved with it."""
+        if self.max_samples is None:
+            return waveform, events
+        start = 0 if generator is None else crop_start(waveform.shape[0], self.max_samples, generator)
+        window = waveform[start : start + self.max_samples]
+        rate = self.sampling_rate
+        return window, None if events is None else crop_events(events, start / rate, window.shape[0] / rate)
+
+
+class SEDCollator(AudioCollator):
+    """`AudioCollator` for `SEDDataset` items and `ASTForAudioFrameClassification`: `labels` (B, t, C) frame
+    targets made after SpecAugment and the time roll (from the rolled events), `clip_labels` (B, C) and `strong`
+    (B,). `config` gives the column grid, `label_space` the label order; the rest as for `AudioCollator`."""
+
+    def __init__(self, *args: Any, config: ASTConfig, label_space: LabelSpace, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.config = config
+        self.label_space = label_space
+
+    def __call__(self, items: Sequence[Item | None]) -> dict[str, torch.Tensor]:
+        kept = [item for item in items if item is not None]
+        if not kept:
+            raise ValueError(f"all {len(items)} clips of this batch were unreadable and skipped")
+        features, mask = self.log_mel([item["audio"] for item in kept])
+        features, shifts = self.augment_and_normalize(features, mask, [item.get("seed") for item in kept])
+        rate = self.feature_extractor.sampling_rate
+        frame_s = FrameSpec.for_rate(rate).shift / rate
+        centres = column_centres(self.config, self.config.time_patches(features.shape[1]), rate)
+        hop = column_hop(self.config, rate)
+        lengths = mask.sum(dim=1).tolist() if self.return_attention_mask else [features.shape[1]] * len(kept)
+        targets = []
+        for item, shift, length in zip(kept, shifts, lengths):
+            events = item["events"] or []
+            if shift:
+                events = roll_events(events, shift * frame_s, length * frame_s)
+            targets.append(frame_targets(events, centres, hop, self.label_space))
+        batch = {"input_values": features, "labels": torch.stack(targets)}
+        if self.return_attention_mask:
+            batch["attention_mask"] = mask.to(torch.int64)
+        batch["clip_labels"] = torch.stack([item["labels"] for item in kept])
+        batch["strong"] = torch.tensor([item["events"] is not None for item in kept])
+        return batch
+
+
+def _clip_grid(config: ASTConfig, duration: float, rate: int, max_samples: int) -> tuple[ColumnGrid, int]:
+    """The column grid of a clip of `duration` seconds (cut to `max_samples`) and its number of real columns."""
+    frames = num_frames(min(round(duration * rate), max_samples), rate)
+    count = config.time_patches(max(frames, config.patch_size))
+    first = float(column_centres(config, 1, rate)[0])
+    return ColumnGrid(first, column_hop(config, rate), min(duration, max_samples / rate)), count
+
+
+def sed_metrics_fn(
+    examples: Sequence[Example], config: ASTConfig, label_space: LabelSpace, feature_extractor: ASTFeatureExtractor
+) -> Callable[[EvalPrediction], dict[str, float]]:
+    """`compute_metrics` for the (unshuffled) evaluation clips `examples` (strong, with events): PSDS1 and PSDS2 of
+    the frame scores, each column scored over its interval (`ColumnGrid.bounds`, clipped to the clip), and event-
+    and segment-based F1 of the events `detect_events` finds at threshold 0.5 (`sed_metrics`)."""
+    rate = feature_extractor.sampling_rate
+    max_samples = num_samples_for_frames(feature_extractor.max_length, rate)
+    grids = [_clip_grid(config, audio_duration(example["audio"]), rate, max_samples) for example in examples]
+    names = [example["name"] for example in examples]
+    truth = {name: crop_events(example["events"], 0.0, grid.duration)
+             for name, example, (grid, _) in zip(names, examples, grids)}  # fmt: skip
+
+    def compute(prediction: EvalPrediction) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        scores = torch.sigmoid(torch.as_tensor(np.asarray(logits, dtype=np.float64)))
+        frame_scores, detected = {}, {}
+        for name, (grid, count), clip_scores in zip(names, grids, scores):
+            clip_scores = clip_scores[:count]
+            bounds = [grid.bounds(index, index + 1)[0] for index in range(count)] + [grid.bounds(count - 1, count)[1]]
+            frame_scores[name] = (np.asarray(bounds), clip_scores.numpy())
+            events = detect_events(clip_scores, grid, label_space.labels, EventOptions(threshold=0.5))
+            detected[name] = [(event["start"], event["end"], event["label"]) for event in events]
+        durations = {name: grid.duration for name, (grid, _) in zip(names, grids)}
+        return {**psds(frame_scores, truth, durations, label_space.labels), **event_f1(detected, truth, label_space.labels)}
+
+    return compute

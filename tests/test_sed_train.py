@@ -1,0 +1,163 @@
+"""Training sound event detection: frame targets from events, and targets that follow every time augmentation.
+
+Expected targets are computed independently of `modeling_ast.training.sed`: on a 0.5 ms grid, an event is an indicator
+array (rolled with `np.roll`), and a column is positive when its 100 ms interval holds a 1.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from modeling_ast import ASTFeatureExtractor, ASTForAudioFrameClassification
+from modeling_ast.training.augment import AugmentConfig
+from modeling_ast.training.labels import LabelSpace
+from modeling_ast.training.sampling import DrawKey
+from modeling_ast.training.sed import (
+    SEDCollator, SEDDataset, frame_targets, read_strong_labels, read_weak_labels, sed_examples, sed_metrics_fn,
+)  # fmt: skip
+from tiny_models import tiny_config
+
+RATE = 16000
+SPACE = LabelSpace(["dog", "siren"], multi_label=True)
+CONFIG = tiny_config(num_labels=2)  # 128 frames, time stride 10
+# Column j spans Kaldi frames 10 j .. 10 j + 15, centred at 12.5 ms, 10 ms apart: its centre is 87.5 + 100 j ms.
+
+
+def reference_targets(events, num_columns: int, length_ms: int, shift_ms: int = 0) -> torch.Tensor:
+    """Targets on a 0.5 ms grid: each event an indicator over [onset, offset) of a clip of `length_ms`, rolled by
+    `shift_ms`; column j covers [37.5 + 100 j, 137.5 + 100 j) ms."""
+    targets = torch.zeros(num_columns, 2)
+    for onset, offset, label in events:
+        indicator = np.zeros(2 * length_ms)
+        indicator[round(onset * 2000) : round(offset * 2000)] = 1
+        indicator = np.roll(indicator, 2 * shift_ms)
+        for column in range(num_columns):
+            if indicator[75 + 200 * column : 275 + 200 * column].any():
+                targets[column, SPACE.labels.index(label)] = 1
+    return targets
+
+
+def test_a_column_is_positive_when_its_hop_interval_overlaps_the_event():
+    centres = 0.125 + 0.1 * torch.arange(8, dtype=torch.float64)
+    targets = frame_targets([(0.3, 0.55, "siren")], centres, 0.1, SPACE)
+    # [0.075 + 0.1 j, 0.175 + 0.1 j) overlaps [0.3, 0.55) for j = 2 ([0.275, 0.375)) to j = 4 ([0.475, 0.575)).
+    assert targets[:, 1].nonzero().flatten().tolist() == [2, 3, 4]
+    assert not targets[:, 0].any()
+
+
+def test_strong_tsv_jsonl_and_weak_labels_mix_in_one_list(tmp_path):
+    (tmp_path / "strong.jsonl").write_text(
+        json.dumps({"filename": "a.wav", "onset": 0.5, "offset": 1.0, "event_label": "dog"}) + "\n"
+    )
+    (tmp_path / "weak.tsv").write_text("filename\tevent_labels\na.wav\tdog\nb.wav\tdog,siren\nc.wav\t\n")
+    examples = sed_examples(tmp_path, read_strong_labels(tmp_path / "strong.jsonl"), read_weak_labels(tmp_path / "weak.tsv"))
+    assert [(e["name"], e["labels"], e["events"]) for e in examples] == [
+        ("a.wav", ["dog"], [(0.5, 1.0, "dog")]), ("b.wav", ["dog", "siren"], None), ("c.wav", [], None),
+    ]  # fmt: skip
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"filename": "a.wav", "onset": 2, "offset": 1, "event_label": "x"}))
+    with pytest.raises(ValueError, match="bad.jsonl, line 1"):
+        read_strong_labels(tmp_path / "bad.jsonl")
+
+
+def write_clip(folder, name: str, waveform: np.ndarray) -> dict:
+    soundfile.write(folder / name, waveform, RATE, subtype="FLOAT")
+    return name
+
+
+def test_random_crop_moves_the_events_with_the_window(tmp_path):
+    ramp = np.arange(3 * RATE, dtype=np.float32) / (3 * RATE)  # the sample value tells where the window starts
+    write_clip(tmp_path, "long.wav", ramp)
+    examples = sed_examples(tmp_path, {"long.wav": [(1.2, 1.5, "dog"), (2.9, 3.0, "siren")]}, {})
+    dataset = SEDDataset(examples, SPACE, train=True, max_samples=RATE, seed=3)
+    for position in range(4):
+        item = dataset[DrawKey(0, position, 0)]
+        start_ms = round(float(item["audio"][0]) * 3 * 1000)
+        indicator = {label: np.zeros(3000) for label in SPACE.labels}
+        indicator["dog"][1200:1500], indicator["siren"][2900:3000] = 1, 1
+        for label in SPACE.labels:
+            window = indicator[label][start_ms : start_ms + 1000]
+            expected = [(np.argmax(window) / 1000, (len(window) - np.argmax(window[::-1])) / 1000)] if window.any() else []
+            got = [(on, off) for on, off, name in item["events"] if name == label]
+            assert np.ravel(got).tolist() == pytest.approx(np.ravel(expected).tolist(), abs=1.5e-3)  # 1 ms grid
+
+
+def collate(tmp_path, events, augment: AugmentConfig, seed: int = 0):
+    write_clip(tmp_path, "clip.wav", np.random.default_rng(0).standard_normal(RATE).astype(np.float32) * 0.1)
+    dataset = SEDDataset(sed_examples(tmp_path, {"clip.wav": events}, {}), SPACE, train=True, augment=augment, seed=seed)
+    extractor = ASTFeatureExtractor(max_length=128)
+    collator = SEDCollator(extractor, augment, config=CONFIG, label_space=SPACE, padding="longest", return_attention_mask=True)
+    plain = SEDCollator(extractor, config=CONFIG, label_space=SPACE, padding="longest", return_attention_mask=True)
+    item = dataset[DrawKey(0, 0, 0)]
+    return collator([item]), plain([{key: value for key, value in item.items() if key != "seed"}])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 5])
+def test_time_roll_rolls_the_frame_targets_with_the_features(tmp_path, seed):
+    events = [(0.82, 0.98, "dog"), (0.1, 0.3, "siren")]
+    rolled, plain = collate(tmp_path, events, AugmentConfig(noise=True), seed)
+    length = int(plain["attention_mask"].sum())  # 98 frames of 10 ms
+    # The shift, found from the features alone: the roll that matches up to the added noise (< 0.1).
+    errors = {shift: float((torch.roll(plain["input_values"][0, :length], shift, 0) - rolled["input_values"][0, :length]).abs().max())
+              for shift in range(-10, 10)}  # fmt: skip
+    shift = min(errors, key=errors.get)
+    assert errors[shift] < 0.1
+    expected = reference_targets(events, rolled["labels"].shape[1], length * 10, shift * 10)
+    torch.testing.assert_close(rolled["labels"][0], expected)
+    assert rolled["strong"].tolist() == [True]
+
+
+def test_spec_augment_time_masks_leave_the_targets(tmp_path):
+    events = [(0.2, 0.6, "dog")]
+    masked, plain = collate(tmp_path, events, AugmentConfig(timem=60, freqm=10), seed=1)
+    assert not torch.equal(masked["input_values"], plain["input_values"])
+    torch.testing.assert_close(masked["labels"][0], reference_targets(events, masked["labels"].shape[1], 1000))
+    torch.testing.assert_close(masked["labels"], plain["labels"])
+
+
+def test_mixup_targets_are_the_union_of_both_clips_events(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("a.wav", "b.wav", "c.wav"):
+        write_clip(tmp_path, name, rng.standard_normal(RATE).astype(np.float32) * 0.1)
+    strong = {"a.wav": [(0.1, 0.4, "dog")], "b.wav": [(0.5, 0.9, "siren")]}
+    examples = sed_examples(tmp_path, strong, {"c.wav": ["siren"]})
+    augment = AugmentConfig(mixup=1.0)
+    dataset = SEDDataset(examples, SPACE, train=True, augment=augment, seed=0)
+    collator = SEDCollator(ASTFeatureExtractor(max_length=128), augment, config=CONFIG, label_space=SPACE)
+    partners = set()
+    for position in range(12):
+        item = dataset[DrawKey(0, position, 0)]  # clip a, mixed with a, b or c
+        batch = collator([item])
+        if item["events"] is None:  # mixed with weak c: a weak mixture with both clips' labels
+            partners.add("c")
+            assert batch["strong"].tolist() == [False] and batch["clip_labels"].tolist() == [[1.0, 1.0]]
+            continue
+        partner = "b" if any(label == "siren" for _, _, label in item["events"]) else "a"
+        partners.add(partner)
+        events = strong["a.wav"] + (strong["b.wav"] if partner == "b" else [])
+        torch.testing.assert_close(batch["labels"][0], reference_targets(events, batch["labels"].shape[1], 1000))
+        assert batch["clip_labels"].tolist() == [[1.0, 1.0 if partner == "b" else 0.0]]
+    assert partners == {"a", "b", "c"}
+
+
+def test_batches_train_the_frame_model_and_metrics_score_a_perfect_prediction(tmp_path):
+    rng = np.random.default_rng(0)
+    strong = {"a.wav": [(0.2, 0.6, "dog")], "b.wav": [(0.3, 0.9, "siren")]}
+    for name in strong:
+        write_clip(tmp_path, name, rng.standard_normal(RATE).astype(np.float32) * 0.1)
+    examples = sed_examples(tmp_path, strong, {})
+    batch = SEDCollator(ASTFeatureExtractor(max_length=128), config=CONFIG, label_space=SPACE)([SEDDataset(examples, SPACE)[i] for i in range(2)])
+    model = ASTForAudioFrameClassification(tiny_config(num_labels=2))
+    output = model(**batch)
+    assert output.logits.shape == batch["labels"].shape and output.loss.requires_grad
+    compute = sed_metrics_fn(examples, CONFIG, SPACE, ASTFeatureExtractor(max_length=128))
+    perfect = (batch["labels"] * 20 - 10).numpy()
+    metrics = compute(type("Prediction", (), {"predictions": (perfect, None)})())
+    assert metrics["event_f1"] == 1.0 and metrics["segment_f1"] == 1.0
+    assert metrics["psds1"] > 0.5
+    silent = compute(type("Prediction", (), {"predictions": np.full_like(perfect, -10.0)})())
+    assert silent["event_f1"] == 0.0 and silent["psds1"] == 0.0
