@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import modeling_ast.locking
-from tiny_classifier import save_tiny_digit_classifier
+from tiny_models import save_tiny_digit_classifier
 from modeling_ast.conversion import cli
 from modeling_ast.locking import OutputLockedError, lock_path, output_lock
 

@@ -19,7 +19,7 @@ import pytest
 from transformers import pipeline
 
 from entry_points import entry_point_command
-from tiny_classifier import save_tiny_digit_classifier
+from tiny_models import save_tiny_digit_classifier
 from modeling_ast import ASTForAudioClassification
 from modeling_ast.locking import lock_path
 from modeling_ast.tagging import TagOptions, tag_collection
