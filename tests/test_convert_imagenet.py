@@ -153,6 +153,8 @@ def test_adapt_grid_crops_the_middle_and_interpolates_time_first() -> None:
 
 
 # ------------------------------------------------------------------------------ ImageNet path vs the authors' code
+# The ImageNet source sets the encoder's sizes, so the ASTConfigs given to ast_from_imagenet below only carry the audio
+# side (frames, strides, labels) and are written out rather than taken from tests/tiny_models.py.
 
 
 @pytest.mark.parametrize("case", ["f10_t10_T1024", "f10_t10_T128", "f12_t12_T512", "f16_t16_T100", "f6_t10_T256"])
