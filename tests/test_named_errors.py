@@ -81,3 +81,20 @@ def test_an_empty_checkpoint_file_is_said_to_be_empty(tmp_path, capsys):
         load_state_dict(tmp_path / "weights.safetensors")
     assert not (tmp_path / "out").exists()
 
+
+
+def test_non_finite_weights_are_found_by_their_sum_without_false_alarms():
+    """warn_non_finite checks each tensor's sum first: finite values whose float32 sum overflows are not reported,
+    a single NaN or infinity anywhere is."""
+    import torch
+
+    from modeling_ast.conversion.io import warn_non_finite
+
+    tensors = {
+        "overflowing sum": torch.full((10,), 1e38),
+        "half precision": torch.full((4,), 60000.0, dtype=torch.float16),
+        "one nan": torch.tensor([1.0, float("nan"), 2.0]),
+        "infinities": torch.tensor([float("inf"), -float("inf")]),
+        "integers": torch.arange(3),
+    }
+    assert warn_non_finite(tensors, "test") == ["infinities", "one nan"]
