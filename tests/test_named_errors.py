@@ -7,12 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors import SafetensorError
 from transformers import pipeline
 
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, hear
 from modeling_ast.conversion.cli import convert_original_main
-from modeling_ast.conversion.io import load_state_dict
+from modeling_ast.conversion.io import load_state_dict, warn_non_finite
 
 TINY = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, max_length=128)
 
@@ -81,3 +82,16 @@ def test_an_empty_checkpoint_file_is_said_to_be_empty(tmp_path, capsys):
         load_state_dict(tmp_path / "weights.safetensors")
     assert not (tmp_path / "out").exists()
 
+
+
+def test_non_finite_weights_are_found_by_their_sum_without_false_alarms():
+    """warn_non_finite checks each tensor's sum first: finite values whose float32 sum overflows are not reported,
+    a single NaN or infinity anywhere is."""
+    tensors = {
+        "overflowing sum": torch.full((10,), 1e38),
+        "half precision": torch.full((4,), 60000.0, dtype=torch.float16),
+        "one nan": torch.tensor([1.0, float("nan"), 2.0]),
+        "infinities": torch.tensor([float("inf"), -float("inf")]),
+        "integers": torch.arange(3),
+    }
+    assert warn_non_finite(tensors, "test") == ["infinities", "one nan"]
