@@ -599,6 +599,16 @@ def test_average_checkpoints_of_model_directories_copies_the_last_configs(tmp_pa
         torch.testing.assert_close(averaged[key], (first[key].double() + second[key].double()).div(2).float())
 
 
+def test_average_checkpoints_never_replaces_one_of_its_inputs(tmp_path):
+    """`--overwrite` onto an input would average D1 and D2 into D1, destroying D1 (it once did: D1 looks like our
+    output, so the overwrite rule alone allowed it)."""
+    dirs = [save_tiny(tiny_model(seed), tmp_path / f"m{seed}") for seed in (0, 1)]
+    before = (dirs[0] / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="m0"):
+        average_checkpoints(dirs, dirs[0], overwrite=True)
+    assert (dirs[0] / "model.safetensors").read_bytes() == before
+
+
 def test_average_checkpoints_names_the_mismatch(tmp_path):
     base = save_tiny(tiny_model(0), tmp_path / "base")
     other_labels = save_tiny(tiny_model(1, num_labels=4), tmp_path / "labels")

@@ -285,7 +285,7 @@ def average_checkpoints(
         config_dirs.update({name: config_dir for name in _COPIED_CONFIGS if (config_dir / name).is_file()})
     if "config.json" not in config_dirs:
         logger.warning("no input has a config.json: the output holds only weights, which from_pretrained cannot load")
-    with atomic_output_dir(output_dir, overwrite=overwrite) as staging:
+    with atomic_output_dir(output_dir, overwrite=overwrite, inputs=paths) as staging:  # never replaces an input
         save_file(averager.average(), str(staging / "model.safetensors"), metadata={"format": "pt"})
         for name, directory in config_dirs.items():
             shutil.copyfile(directory / name, staging / name)
