@@ -78,7 +78,7 @@ def load_audio(source: AudioSource, sampling_rate: int = 16000) -> torch.Tensor:
     """
     target = check_sampling_rate(sampling_rate)  # a bad rate is the caller's error, not the source's
     waveform, rate = _decode(source, default_rate=target)
-    return _checked(resample(waveform, rate, target), source)
+    return resample(_checked(waveform, source), rate, target)
 
 
 def read_audio(source: AudioSource) -> tuple[torch.Tensor, int]:

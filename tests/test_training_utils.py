@@ -629,7 +629,7 @@ def test_average_checkpoints_names_the_mismatch(tmp_path):
     with pytest.raises(ValueError, match="at least one"):
         average_checkpoints([], tmp_path / "x")
     with pytest.raises(ValueError, match="not empty"):
-        average_checkpoints([base], base)  # never writes over a non-empty directory unless asked
+        average_checkpoints([base], tmp_path / "labels")  # never writes over a non-empty directory unless asked
     assert not (tmp_path / "x").exists()
     with pytest.raises(ValueError, match="no state dict"):
         StateDictAverager().average()
