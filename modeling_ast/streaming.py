@@ -127,11 +127,11 @@ class StreamFeatures:
         self.window, self.hop, self.min_samples, self.early, self.align = window, hop, min_samples, early, align
         self._spec = FrameSpec.for_rate(sampling_rate)
         self._resampler = IncrementalResampler(input_rate, sampling_rate)
-        # Frames are computed at window ends and whenever a hop of samples waits for them, so fewer than 2 hops + one
-        # frame of samples wait; the samples ring also keeps the last window (the last window may start off the
-        # frame grid), the frames ring a window's frames and what one computation adds.
-        self._samples = _Ring(window + self._spec.size + hop)
-        self._frames = _Ring((window + 2 * hop) // self._spec.shift + 1, (num_mel_bins,))
+        # Frames are computed at window ends, at most a window apart, so fewer than a window and a frame of samples
+        # wait for them; the samples ring also keeps the last window (the last window may start off the frame grid),
+        # the frames ring a window's frames, which is also the most one computation adds.
+        self._samples = _Ring(window + self._spec.size)
+        self._frames = _Ring(window // self._spec.shift + 1, (num_mel_bins,))
         self._next_frame = 0  # the first frame not yet computed
         self._next_end = hop if early and hop < window else window
         self._last_end = 0  # where the last window made ended
@@ -162,18 +162,16 @@ class StreamFeatures:
         return [*windows, self._window(start, total)]
 
     def _take(self, samples: torch.Tensor) -> list[Window]:
-        """Append resampled samples in pieces that end at window ends and never exceed a hop, so that the rings
-        hold every sample and frame the next window needs. Frames are computed in one call per hop rather than per
-        chunk: a call costs about as much for one frame as for fifty."""
+        """Append resampled samples up to each window end in turn, computing the frames there: one `kaldi_fbank`
+        call per window rather than per chunk (a call costs about as much for one frame as for fifty), and the
+        rings never hold more than a window plus a frame."""
         windows, offset = [], 0
         while offset < samples.shape[0]:
-            piece = min(samples.shape[0] - offset, self._next_end - self.num_samples, self.hop)
+            piece = min(samples.shape[0] - offset, self._next_end - self.num_samples)
             self._samples.append(samples[offset : offset + piece])
             offset += piece
-            waiting = self.num_samples - self._next_frame * self._spec.shift
-            if self.num_samples == self._next_end or waiting >= self.hop:
-                self._compute_frames()
             if self.num_samples == self._next_end:
+                self._compute_frames()
                 start = self._next_end - self.window if self._next_end >= self.window else 0
                 if self._next_end - start >= self.min_samples:
                     windows.append(self._window(start, self._next_end))

@@ -268,7 +268,7 @@ def test_memory_is_bounded_by_the_window_whatever_the_stream_length(classifiers,
         if seconds in (10, 59):
             sizes.append(state_bytes(tagger))
     assert sizes[0] == sizes[1], sizes
-    # the resampler's filter bank (160 x 475 taps), 3 s of samples and 4 s of frames, a few columns: 0.7 MB
+    # the resampler's filter bank (160 x 475 taps), a window of samples and one of frames, a few columns: 0.5 MB
     assert sizes[1] < 1 << 20
 
 
