@@ -52,6 +52,7 @@ from .configuration_ast import ASTConfig
 from .events import ColumnGrid, EventOptions, class_settings, median_filter
 from .fbank import FrameSpec, kaldi_fbank, num_frames
 from .feature_extraction_ast import ASTFeatureExtractor, _float32_safe_peak
+from .long_audio import is_number
 from .modeling_ast import class_scores
 from .modeling_ast_frames import ASTForAudioFrameClassification
 from .pipeline_ast import window_labels
@@ -124,7 +125,7 @@ class StreamFeatures:
     ) -> None:
         self.sampling_rate = sampling_rate
         self.num_mel_bins = num_mel_bins
-        self.window, self.hop, self.min_samples, self.early, self.align = window, hop, min_samples, early, align
+        self.window, self.hop, self.min_samples, self.align = window, hop, min_samples, align
         self._spec = FrameSpec.for_rate(sampling_rate)
         self._resampler = IncrementalResampler(input_rate, sampling_rate)
         # Frames are computed at window ends, at most a window apart, so fewer than a window and a frame of samples
@@ -179,9 +180,8 @@ class StreamFeatures:
         return windows
 
     def _following_end(self, end: int) -> int:
-        if end >= self.window:
-            return end + self.hop
-        return end + self.hop if end + self.hop < self.window else self.window
+        """The window end after `end`: a hop later, but early windows stop at the first full window."""
+        return end + self.hop if end >= self.window else min(end + self.hop, self.window)
 
     def _compute_frames(self) -> None:
         """Each frame completed since the last call, from its own samples only."""
@@ -286,29 +286,36 @@ class _EventScorer:
         self._counts[offset : offset + scores.shape[0]] += 1
 
     def _decide(self, upto: int, num_samples: int, final: bool) -> list[dict[str, Any]]:
-        """Merge columns before `upto` (no future window covers them), filter those whose median window is all
-        merged (or all, at the end), and run the thresholds over them; the events that ended."""
+        """Merge the columns before `upto` (no future window covers them), filter those whose median window is all
+        merged (every one, at the end) and threshold them: the events that ended, sorted as `detect_events` sorts."""
+        self._merge_until(upto)
+        events = self._filter_until(self._decided if final else self._decided - self.reach)
+        if final:
+            events += self._close_open(self._decided)
+        grid = ColumnGrid(self.first_centre_s, self.column / self.sampling_rate, num_samples / self.sampling_rate)
+        events.sort(key=lambda event: (event[1], self.labels[event[0]]))
+        return [self._event(label, start, end, peak, grid) for label, start, end, peak in events]
+
+    def _merge_until(self, upto: int) -> None:
+        """Columns [_decided, upto): the mean of their windows' scores, moved to `_merged`. A column no window
+        scored (its windows skipped under overload) counts as silence."""
         count = max(0, upto - self._decided)
-        # a column no window scored (windows skipped under overload) counts as silence
         merged = self._sums[:count] / self._counts[:count].clamp_min(1)
         self._sums, self._counts = self._sums[count:], self._counts[count:]
         self._decided += count
         self._merged = torch.cat([self._merged, merged])
-        ready = self._decided if final else self._decided - self.reach
-        events = []
-        if ready > self._filtered:
-            local = median_filter(self._merged, self.medians)  # edges repeat only at the stream's true ends
-            events = self._threshold(local[self._filtered - self._merged_from : ready - self._merged_from],
-                                     self._filtered)  # fmt: skip
-            self._filtered = ready
-            keep_from = max(self._merged_from, ready - self.reach)
-            self._merged = self._merged[keep_from - self._merged_from :]
-            self._merged_from = keep_from
-        if final:
-            events += self._close_open(self._decided)
-        grid = ColumnGrid(self.first_centre_s, self.column / self.sampling_rate, num_samples / self.sampling_rate)
-        return [self._event(label, start, end, peak, grid) for label, start, end, peak in sorted(events,
-                key=lambda event: (event[1], self.labels[event[0]]))]  # fmt: skip
+
+    def _filter_until(self, ready: int) -> list[tuple[int, int, int, float]]:
+        """Median-filter and threshold columns [_filtered, ready); keep the merged columns later ones need."""
+        if ready <= self._filtered:
+            return []
+        local = median_filter(self._merged, self.medians)  # edges repeat only at the stream's true ends
+        events = self._threshold(local[self._filtered - self._merged_from : ready - self._merged_from], self._filtered)
+        self._filtered = ready
+        keep_from = max(self._merged_from, ready - self.reach)
+        self._merged = self._merged[keep_from - self._merged_from :]
+        self._merged_from = keep_from
+        return events
 
     def _threshold(self, filtered: torch.Tensor, first: int) -> list[tuple[int, int, int, float]]:
         """Runs at or above `low` that reach `threshold` (hysteresis, as `events.detect_events`), ended within
@@ -399,7 +406,7 @@ class StreamingTagger:
         if self.is_frame_model:
             self._scorer: _ClipScorer | _EventScorer = _EventScorer(self.config, rate, events, max_event_s)
         else:
-            if threshold is not None and not 0 <= threshold <= 1:
+            if threshold is not None and not (is_number(threshold) and 0 <= threshold <= 1):
                 raise ValueError(f"threshold is a score in [0, 1], got {threshold!r}")
             if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
                 raise ValueError(f"top_k must be a positive integer, got {top_k!r}")

@@ -3,21 +3,24 @@ resampling, features, window results and events; bounded memory; the sources; ov
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
 import threading
 import time
 from io import BytesIO
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 import torch
 import transformers
+from entry_points import entry_point_command
+from test_sed import energy_detector, tiny_frame_config
 
 import modeling_ast  # noqa: F401  (registers the pipelines)
-from entry_points import entry_point_command
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, ASTForAudioFrameClassification
 from modeling_ast.audio_io import load_audio
 from modeling_ast.audio_utils import IncrementalResampler, resample
@@ -25,7 +28,6 @@ from modeling_ast.events import EventOptions
 from modeling_ast.fbank import kaldi_fbank
 from modeling_ast.listen import file_chunks, pcm_chunks, run_stream
 from modeling_ast.streaming import StreamingTagger, stream_step
-from test_sed import energy_detector, tiny_frame_config
 
 RATE = 16000
 RATES = (8000, 22050, 44100, 48000)
@@ -232,7 +234,7 @@ def test_events_are_reported_when_they_end_or_reach_the_maximum_length(detectors
     pieces = [event for _, event in reported]
     [whole] = detectors["energy"]({"raw": audio, "sampling_rate": RATE}, chunk_length_s=2.0, stride_length_s=1.5)
     assert pieces[0]["start"] == pytest.approx(whole["start"]) and pieces[-1]["end"] == pytest.approx(whole["end"])
-    assert all(a["end"] == pytest.approx(b["start"]) for a, b in zip(pieces, pieces[1:]))  # contiguous
+    assert all(a["end"] == pytest.approx(b["start"]) for a, b in itertools.pairwise(pieces))  # contiguous
     assert all(piece["end"] - piece["start"] <= 1.0 + 1e-9 for piece in pieces)
     # decided one window (2 s) and one hop after the columns' audio, not at the end of the stream
     assert all(when - event["end"] <= 2.0 + 0.5 + 0.1 for when, event in reported)
@@ -464,3 +466,15 @@ def test_microphone_without_sounddevice_says_what_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", without_sounddevice)
     with pytest.raises(ValueError, match=r"pip install 'modeling_ast\[listen\]'"):
         microphone_chunks(None, 0.1)
+
+
+def test_streaming_benchmark_times_full_windows_and_records_the_cpu(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import streaming as benchmark  # benchmarks/streaming.py
+
+    output = tmp_path / "streaming.md"
+    rows = benchmark.main(["--tiny", "--models", "recipe", "--windows", "1:0.5", "--timed", "3", "--threads", "1",
+                           "--output", str(output)])  # fmt: skip
+    [(model, pair, timed, p50, p95, factor)] = rows
+    assert (model, pair, timed) == ("recipe", "1 / 0.5", 3) and 0 < p50 <= p95 and factor > 0
+    assert "AVX2" in output.read_text() and "AVX-512 VNNI" in output.read_text()
