@@ -422,6 +422,16 @@ def test_stop_flushes_what_was_read(classifiers):
     assert lines[-1]["duration_s"] == 1.3
 
 
+def test_run_stream_writes_each_event_of_a_frame_model_once(detectors):
+    audio = bursts(6.0, [(1.5, 3.7)])
+    lines = []
+    run_stream(StreamingTagger(detectors["energy"], 2.0, 0.5), iter(np.array_split(audio, 60)), lines.append)
+    *events, end = lines
+    assert [(e["type"], e["label"]) for e in events] == [("event", "loud")] and end["type"] == "end"
+    assert (events[0]["start"], events[0]["end"]) == pytest.approx((1.5, 3.7), abs=0.15)
+    assert events[0]["lag_s"] >= 0 and end["windows"] == 9  # full windows ending at 2.0, 2.5, ..., 6.0 s
+
+
 def test_ast_listen_flushes_the_last_window_on_sigint_and_exits_0(classifiers, tmp_path):
     output = tmp_path / "live.jsonl"
     model_dir = classifiers[True].model.name_or_path
