@@ -78,10 +78,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    from run import write_table  # not at the top: run.py imports this module
+    from run import cpu_description, write_table  # not at the top: run.py imports this module
 
     rows = bench_int8(args.repeats, args.threads)
-    write_table(f"medians of {args.repeats} interleaved runs (s)", rows, None)
+    write_table(f"{cpu_description()}; medians of {args.repeats} interleaved runs (s)", rows, None)
     return rows
 
 

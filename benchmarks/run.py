@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -361,7 +361,7 @@ def main() -> None:
     for name in args.only:
         print(f"running {name} ...", flush=True)
         rows += SECTIONS[name](args)
-    header = (f"{os.uname().machine}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+    header = (f"{cpu_description()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
               f"transformers {transformers.__version__}; times are medians of {args.repeats} runs (s)")
     write_table(header, rows, args.output)
     print(f"written to {args.output}")
@@ -370,14 +370,34 @@ def main() -> None:
 def write_table(header: str, rows: list[Row], output: Path | None, unit: str = "value", digits: int = 3) -> None:
     """Print the rows as a markdown table under `header`; with `output`, also write it there and the rows beside it
     as JSON (the suite, `gpu.py` and `int8.py` share this)."""
-    lines = [header, "", f"| case | reference | {unit} | ours | {unit} | result |", "|---|---|---|---|---|---|"]
-    lines += [f"| {case} | {ref} | {ref_value:.{digits}f} | {ours} | {value:.{digits}f} | {ratio} |"
-              for case, ref, ref_value, ours, value, ratio in rows]
+    write_rows(header, ("case", "reference", unit, "ours", unit, "result"), rows, output, digits)
+
+
+def write_rows(
+    header: str, columns: Sequence[str], rows: Sequence[Sequence[object]], output: Path | None, digits: int = 3
+) -> None:
+    """`write_table` for any columns: floats printed with `digits` decimals, everything else as it is."""
+    lines = [header, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(f"{value:.{digits}f}" if isinstance(value, float) else str(value) for value in row)
+              + " |" for row in rows]  # fmt: skip
     table = "\n".join(lines)
     print(table)
     if output is not None:
         output.write_text(table + "\n")
         output.with_suffix(".json").write_text(json.dumps({"header": header, "rows": rows}, indent=1))
+
+
+def cpu_description() -> str:
+    """The CPU's model name and the vector extensions int8 and fp32 kernels choose between (from lscpu; Linux)."""
+    try:
+        fields = dict(line.split(":", 1) for line in subprocess.run(
+            ["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines() if ":" in line)  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "CPU unknown (no lscpu)"
+    flags = set(fields.get("Flags", "").split())
+    extensions = {"AVX2": "avx2", "AVX-512": "avx512f", "AVX-512 VNNI": "avx512_vnni", "AVX-VNNI": "avx_vnni"}
+    found = ", ".join(f"{name} {'yes' if flag in flags else 'no'}" for name, flag in extensions.items())
+    return f"{fields.get('Model name', 'unknown CPU').strip()} ({os.cpu_count()} cores; {found})"
 
 
 if __name__ == "__main__":

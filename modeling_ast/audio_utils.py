@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["check_sampling_rate", "resample", "to_float_waveform"]
+__all__ = ["IncrementalResampler", "check_sampling_rate", "resample", "to_float_waveform"]
 
 # Integer PCM formats and the offset/scale that maps them onto [-1, 1).
 _PCM_SCALES: dict[str, tuple[float, float]] = {
@@ -149,12 +149,22 @@ def _sinc_kernel(orig: int, new: int, device: torch.device, dtype: torch.dtype) 
     return kernel.unsqueeze(1).to(device=device, dtype=dtype), width
 
 
+def _uses_polyphase(orig: int, new: int) -> bool:
+    """Whether the filter bank for `new / orig` (gcd-reduced) is small enough to tabulate."""
+    _, width = _filter_size(orig, new)
+    return new * (2 * width + orig) <= _MAX_POLYPHASE_TAPS
+
+
 def _polyphase_resample(flat: torch.Tensor, orig: int, new: int) -> torch.Tensor:
     """(batch, 1, time) -> (batch, blocks * new): one strided convolution with the cached filter bank."""
     kernel, width = _sinc_kernel(orig, new, flat.device, flat.dtype)
-    padded = torch.nn.functional.pad(flat, (width, width + orig))
+    return _polyphase_blocks(torch.nn.functional.pad(flat, (width, width + orig)), kernel, orig)
+
+
+def _polyphase_blocks(padded: torch.Tensor, kernel: torch.Tensor, orig: int) -> torch.Tensor:
+    """(batch, 1, time) input, already padded as `_sinc_kernel` says -> (batch, blocks * new) output samples."""
     blocks = torch.nn.functional.conv1d(padded, kernel, stride=orig)  # (batch, new, blocks)
-    return blocks.transpose(1, 2).reshape(flat.shape[0], -1)
+    return blocks.transpose(1, 2).reshape(padded.shape[0], -1)
 
 
 def _direct_resample(flat: torch.Tensor, orig: int, new: int, out_length: int) -> torch.Tensor:
@@ -202,9 +212,71 @@ def resample(waveform: torch.Tensor, orig_freq: int, new_freq: int) -> torch.Ten
     leading, length = waveform.shape[:-1], waveform.shape[-1]
     flat = waveform.reshape(-1, 1, length)
     out_length = -(-new * length // orig)
-    _, width = _filter_size(orig, new)
-    if new * (2 * width + orig) <= _MAX_POLYPHASE_TAPS:
+    if _uses_polyphase(orig, new):
         out = _polyphase_resample(flat, orig, new)[:, :out_length]
     else:
         out = _direct_resample(flat, orig, new, out_length)
     return out.reshape(*leading, out_length)
+
+
+class IncrementalResampler:
+    """`resample` of an endless mono stream fed in chunks of any size, in bounded memory.
+
+    `push(chunk)` returns every output sample whose filter taps have all arrived; `flush()` ends the stream (zeros
+    beyond its end, as `resample` pads) and returns the rest. The concatenated outputs equal `resample` of the whole
+    stream to float rounding: the same polyphase filter bank, applied block by block to the same zero-padded input.
+    The state is the input not yet consumed: under one filter length (2 x width + one block of input samples).
+    Rate pairs that `resample` handles on its direct path (too many phases to tabulate, such as 16001 Hz -> 16 kHz)
+    are refused with a ValueError naming the rates: resample such audio offline, or capture at a common rate.
+    """
+
+    def __init__(self, orig_freq: int, new_freq: int) -> None:
+        self.orig_freq = check_sampling_rate(orig_freq, "orig_freq")
+        self.new_freq = check_sampling_rate(new_freq, "new_freq")
+        gcd = math.gcd(self.orig_freq, self.new_freq)
+        self._orig, self._new = self.orig_freq // gcd, self.new_freq // gcd
+        if not _uses_polyphase(self._orig, self._new):
+            raise ValueError(
+                f"streaming cannot resample {self.orig_freq} Hz to {self.new_freq} Hz: the ratio "
+                f"{self._new}/{self._orig} has too many phases for a filter bank; resample offline "
+                "(audio_utils.resample) or capture at a common rate such as 16000, 44100 or 48000 Hz"
+            )
+        self._kernel, self._width = _sinc_kernel(self._orig, self._new, torch.device("cpu"), torch.float32)
+        self._pending = torch.zeros(self._width)  # the input from the next block's first tap on, zero-padded left
+        self._received = 0
+        self._emitted = 0
+        self._flushed = False
+
+    def push(self, chunk: torch.Tensor) -> torch.Tensor:
+        """Output samples (float32, 1-D) made final by the 1-D float32 `chunk`; empty until a block is complete."""
+        if self._flushed:
+            raise ValueError("this resampler's stream has ended (flush was called); start a new one")
+        if self._orig == self._new:
+            self._received += chunk.shape[0]
+            return chunk
+        self._pending = torch.cat([self._pending, chunk])
+        self._received += chunk.shape[0]
+        return self._blocks()
+
+    def flush(self) -> torch.Tensor:
+        """The remaining output samples: the stream's length x new / orig in all, rounded up, as `resample` gives."""
+        if self._flushed:
+            raise ValueError("this resampler's stream has ended (flush was called); start a new one")
+        self._flushed = True
+        if self._orig == self._new:
+            return torch.zeros(0)
+        self._pending = torch.cat([self._pending, torch.zeros(self._width + self._orig)])
+        remaining = -(-self._new * self._received // self._orig) - self._emitted
+        return self._blocks()[:remaining]
+
+    def _blocks(self) -> torch.Tensor:
+        """Every block of output whose taps are all in `_pending`; the consumed input is dropped."""
+        taps = 2 * self._width + self._orig
+        count = (self._pending.shape[0] - taps) // self._orig + 1
+        if count <= 0:
+            return torch.zeros(0)
+        used = self._pending[: (count - 1) * self._orig + taps]
+        out = _polyphase_blocks(used[None, None], self._kernel, self._orig)[0]
+        self._pending = self._pending[count * self._orig :].clone()
+        self._emitted += out.shape[0]
+        return out

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ColumnGrid", "EventOptions", "detect_events", "median_filter", "merge_columns", "per_class"]
+__all__ = ["ColumnGrid", "EventOptions", "class_settings", "detect_events", "median_filter", "merge_columns",
+           "per_class"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,7 @@ def detect_events(
     num_labels = scores.shape[1]
     if len(labels) != num_labels:
         raise ValueError(f"{len(labels)} label names for {num_labels} score columns")
-    high = per_class(options.threshold, num_labels, "threshold")
-    low = per_class(high if options.low is None else options.low, num_labels, "low")
-    for label, (start, stop) in enumerate(zip(high, low)):
-        if not 0 <= stop <= start <= 1:
-            raise ValueError(f"need 0 <= low <= threshold <= 1 for label {labels[label]!r}, got {stop} and {start}")
-    windows = [int(window) for window in per_class(options.median_window, num_labels, "median_window")]
+    high, low, windows = class_settings(options, labels)
     filtered = median_filter(scores.float(), windows)
     events = []
     for label in range(num_labels):
@@ -85,6 +81,16 @@ def detect_events(
             peak = float(filtered[start:end, label].max())
             events.append({"label": labels[label], "start": onset, "end": offset, "score": peak})
     return sorted(events, key=lambda event: (event["start"], event["label"]))
+
+
+def class_settings(options: EventOptions, labels: Sequence[str]) -> tuple[list[float], list[float], list[int]]:
+    """(threshold, low, median_window) per label from `options`; ValueError naming the label or option at fault."""
+    high = per_class(options.threshold, len(labels), "threshold")
+    low = per_class(high if options.low is None else options.low, len(labels), "low")
+    for label, (start, stop) in enumerate(zip(high, low)):
+        if not 0 <= stop <= start <= 1:
+            raise ValueError(f"need 0 <= low <= threshold <= 1 for label {labels[label]!r}, got {stop} and {start}")
+    return high, low, [int(window) for window in per_class(options.median_window, len(labels), "median_window")]
 
 
 def _runs(scores: torch.Tensor, high: float, low: float) -> list[tuple[int, int]]:

@@ -43,7 +43,7 @@ from .long_audio import check_window_lengths, is_number, iter_window_batches, pl
 from .modeling_ast import class_scores
 from .pipeline_batches import ON_ERROR, classify_many
 
-__all__ = ["ASTAudioClassificationPipeline"]
+__all__ = ["ASTAudioClassificationPipeline", "top_labels", "window_labels"]
 
 _AGGREGATIONS = ("max", "mean")
 _LONG_AUDIO_OPTIONS = (
@@ -230,23 +230,33 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
             return labels
         plan = model_outputs["window_plan"]
         windows = []
+        id2label = self.model.config.id2label
         for index, window_scores in enumerate(scores):
             start, end = plan.seconds(index)
-            if threshold is None:
-                window_labels = self._top_labels(window_scores, top_k)
-            else:
-                window_labels = [item for item in self._top_labels(window_scores, len(window_scores))
-                                 if item["score"] >= threshold]
-            windows.append({"start": start, "end": end, "labels": window_labels})
+            labels_of_window = window_labels(window_scores, id2label, top_k, threshold)
+            windows.append({"start": start, "end": end, "labels": labels_of_window})
         return {"labels": labels, "windows": windows}
 
     def _activation(self, logits: torch.Tensor, function_to_apply: str | None) -> torch.Tensor:
         return class_scores(logits, self.model.config.problem_type, function_to_apply)
 
     def _top_labels(self, scores: torch.Tensor, k: int) -> list[dict[str, Any]]:
-        values, indices = scores.topk(k)
-        id2label = self.model.config.id2label
-        return [{"score": value, "label": id2label[index]} for value, index in zip(values.tolist(), indices.tolist())]
+        return top_labels(scores, self.model.config.id2label, k)
+
+
+def top_labels(scores: torch.Tensor, id2label: dict[int, str], k: int) -> list[dict[str, Any]]:
+    """The `k` best `{"score", "label"}` of a (labels,) score vector, best first."""
+    values, indices = scores.topk(k)
+    return [{"score": value, "label": id2label[index]} for value, index in zip(values.tolist(), indices.tolist())]
+
+
+def window_labels(
+    scores: torch.Tensor, id2label: dict[int, str], top_k: int, threshold: float | None
+) -> list[dict[str, Any]]:
+    """A window's labels: those scoring at least `threshold`, best first, or the `top_k` best without one."""
+    if threshold is None:
+        return top_labels(scores, id2label, min(top_k, scores.shape[-1]))
+    return [item for item in top_labels(scores, id2label, scores.shape[-1]) if item["score"] >= threshold]
 
 
 def _is_int(value: object) -> bool:

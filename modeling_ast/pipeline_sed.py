@@ -25,14 +25,22 @@ import torch
 from transformers import Pipeline
 
 from .audio_io import AudioFile
+from .configuration_ast import ASTConfig
 from .events import ColumnGrid, EventOptions, detect_events, merge_columns
 from .fbank import FrameSpec, num_frames, num_samples_for_frames
 from .long_audio import WaveformWindows, check_window_lengths, window_source
 from .modeling_ast import class_scores
 
-__all__ = ["SoundEventDetectionPipeline", "column_aligned_starts"]
+__all__ = ["SoundEventDetectionPipeline", "column_aligned_starts", "real_columns"]
 
 _EVENT_OPTIONS = ("threshold", "low", "median_window")
+
+
+def real_columns(config: ASTConfig, num_samples: int, sampling_rate: int) -> int:
+    """Time columns of a window of `num_samples` that hold its audio: those whose frames are all real (at least one,
+    as the masked model counts them). A checkpoint without masks also scores the columns of the `max_length` padding
+    after a short window; those say nothing about the audio that follows and are left out of the merge."""
+    return max(1, config.time_patches(num_frames(num_samples, sampling_rate)))
 
 
 def column_aligned_starts(num_samples: int, window: int, hop: int, column: int) -> list[int]:
@@ -109,8 +117,9 @@ class SoundEventDetectionPipeline(Pipeline):
                 features = features.to(dtype=self.dtype)
             output = self.model(**features)
             scores = class_scores(output.logits.float(), "multi_label_classification").cpu()
-            for start, row, mask in zip(batch, scores, output.column_mask.cpu()):
-                scored.append((start // column, row[mask]))
+            for start, waveform, row, mask in zip(batch, waveforms, scores, output.column_mask.cpu()):
+                real = real_columns(self.model.config, waveform.shape[0], rate)
+                scored.append((start // column, row[mask][:real]))
         columns = self.model.config.time_patches(num_frames(source.num_samples, rate))
         return {"scores": merge_columns(scored, columns), "num_samples": source.num_samples}
 

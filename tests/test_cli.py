@@ -29,6 +29,7 @@ INPUTS = {
     "ast-adapt-pretrained": ("source_dir", "output_dir"),
     "ast-export-onnx": ("model_dir", "output_path"),
     "ast-tag": ("model", "inputs", "output"),
+    "ast-listen": ("model", "source"),
 }
 
 

@@ -160,3 +160,19 @@ def test_an_event_across_window_seams_is_one_event(tmp_path):
         assert math.isclose(event["start"], 1.5, abs_tol=0.15) and math.isclose(event["end"], 3.7, abs_tol=0.15)
     whole = detector(str(path), chunk_length_s=10.0, threshold=0.5)
     assert [(e["start"], e["end"]) for e in whole] == [(e["start"], e["end"]) for e in events]
+
+
+def test_padded_columns_of_an_unmasked_checkpoint_stay_out_of_the_merge(tmp_path):
+    """A checkpoint without masks pads a 1 s window to 128 frames and scores 12 columns, of which 9 hold the window's
+    audio; the other 3 (padding) must not be averaged into the columns of the next window."""
+    torch.manual_seed(3)
+    model = ASTForAudioFrameClassification(tiny_frame_config()).eval()
+    model.save_pretrained(tmp_path)
+    extractor = ASTFeatureExtractor(max_length=128)  # no attention masks
+    extractor.save_pretrained(tmp_path)
+    audio = np.random.default_rng(0).normal(0, 0.3, 3 * RATE).astype(np.float32)
+    detector = pipeline("sound-event-detection", model=str(tmp_path))
+    merged = detector({"raw": audio, "sampling_rate": RATE}, chunk_length_s=1.0, return_frame_scores=True)
+    second = audio[9 * 1600 : 9 * 1600 + RATE]  # windows start every 9 columns of 1600 samples
+    alone = model(**extractor(second, sampling_rate=RATE, return_tensors="pt")).logits[0, :9].sigmoid()
+    torch.testing.assert_close(merged["frame_scores"][9:18], alone, atol=1e-6, rtol=0)  # measured 0.0

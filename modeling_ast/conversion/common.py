@@ -320,13 +320,14 @@ def describe_model_dir(path: str | os.PathLike) -> str:
     )
 
 
-def run_cli(work: Callable[[], str]) -> int:
+def run_cli(work: Callable[[], str], message_to_stderr: bool = False) -> int:
     """A converter CLI's exit status: 0 after printing what `work` returns, 1 after printing `error: ...` (without a
-    traceback) when it raises ValueError or OSError (bad input, a missing, unreadable or unwritable file)."""
+    traceback) when it raises ValueError or OSError (bad input, a missing, unreadable or unwritable file).
+    `message_to_stderr` for commands whose stdout is data (ast-listen's JSON lines)."""
     try:
         message = work()
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(message)
+    print(message, file=sys.stderr if message_to_stderr else sys.stdout)
     return 0
