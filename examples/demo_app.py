@@ -1,5 +1,6 @@
 """A demo page for any audio-classification checkpoint: upload or record a clip, see its top labels and, for audio
-longer than the model's input, the timeline of labels over time (the picture `ast-tag --plot` draws).
+longer than the model's input, the timeline of labels over time (the picture `ast-tag --plot` draws); or tag the
+microphone live (the "Live microphone" tab, driven by `modeling_ast.streaming.StreamingTagger`).
 
     pip install "modeling_ast[demo]"
     python examples/demo_app.py outputs/fsdd                      # a checkpoint folder ...
@@ -23,6 +24,7 @@ from transformers import pipeline
 
 import modeling_ast  # noqa: F401  (registers model_type "ast" with the pipeline)
 from modeling_ast.audio_io import load_audio
+from modeling_ast.streaming import StreamingTagger, stream_step
 from modeling_ast.timeline import plot_timeline
 
 FRAME_SHIFT_S = 0.01  # the feature extractor's Kaldi frames: one every 10 ms
@@ -49,14 +51,35 @@ def build_demo(model: str, top_k: int = 5, chunk_length_s: float | None = None, 
         record = {"input": Path(audio_path).name, "windows": result["windows"]}
         return _label_scores(result["labels"]), str(plot_timeline(record, plots / f"{Path(audio_path).stem}.png"))
 
+    live_step = make_live_step(classifier, window_s, hop_s=min(1.0, window_s / 2), top_k=top_k)
     with gr.Blocks(title="Audio Spectrogram Transformer") as demo:
         gr.Markdown(f"**{model}**: clips up to {window_s:g} s as one; longer audio in {window_s:g} s windows.")
-        audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="audio")
-        button = gr.Button("Classify", variant="primary")
-        labels = gr.Label(num_top_classes=top_k, label="top labels")
-        timeline = gr.Image(type="filepath", label="timeline (long audio)")
-        button.click(classify, inputs=audio, outputs=[labels, timeline], api_name="classify")
+        with gr.Tab("Classify a recording"):
+            audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="audio")
+            button = gr.Button("Classify", variant="primary")
+            labels = gr.Label(num_top_classes=top_k, label="top labels")
+            timeline = gr.Image(type="filepath", label="timeline (long audio)")
+            button.click(classify, inputs=audio, outputs=[labels, timeline], api_name="classify")
+        with gr.Tab("Live microphone"):
+            gr.Markdown(f"The last {window_s:g} s of the microphone, tagged every {min(1.0, window_s / 2):g} s "
+                        "(`modeling_ast.streaming.StreamingTagger`: the same results as the offline windows).")
+            live = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="microphone")
+            tagger, results = gr.State(None), gr.JSON(label="windows")
+            live.stream(live_step, inputs=[tagger, live], outputs=[tagger, results], stream_every=0.5,
+                        api_name="live")
+            live.stop_recording(lambda state: live_step(state, None), inputs=tagger, outputs=[tagger, results])
     return demo
+
+
+def make_live_step(classifier: Any, window_s: float, hop_s: float, top_k: int) -> Any:
+    """The live tab's stream handler: `(tagger state, (rate, samples) chunk or None) -> (state, window results)`,
+    one `StreamingTagger` per recording, made on its first chunk and flushed when it stops."""
+
+    def step(tagger: StreamingTagger | None, chunk: tuple[int, Any] | None) -> tuple[StreamingTagger | None, list]:
+        make = lambda rate: StreamingTagger(classifier, window_s, hop_s, sampling_rate=rate, top_k=top_k)  # noqa: E731
+        return stream_step(tagger, chunk, make)
+
+    return step
 
 
 def _label_scores(labels: list[dict[str, Any]]) -> dict[str, float]:

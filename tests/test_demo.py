@@ -78,3 +78,36 @@ def test_long_audio_gets_window_labels_and_a_timeline(served, fsdd_dir, tmp_path
                                atol=SCORE_TOLERANCE, rtol=0)
     assert Path(timeline).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     shutil.rmtree(Path(timeline).parent, ignore_errors=True)
+
+
+def test_the_live_tab_step_gives_the_offline_windows(fsdd_dir, model_dir, tmp_path):
+    """The live tab's stream handler, fed a recording in 0.5 s chunks as Gradio streams them ((rate, int16)), then
+    stopped: its windows are those the offline long-audio pipeline computes over the same spans."""
+    sys.path.insert(0, str(EXAMPLES_DIR))
+    try:
+        import demo_app
+    finally:
+        sys.path.remove(str(EXAMPLES_DIR))
+    classifier = pipeline("audio-classification", model=str(model_dir), device="cpu")
+    step = demo_app.make_live_step(classifier, window_s=1.28, hop_s=0.64, top_k=3)
+    speech = np.concatenate([soundfile.read(path, dtype="int16")[0] for path in sorted(fsdd_dir.glob("*.wav"))[:6]])
+    state, results = None, []
+    for start in range(0, len(speech), 4000):  # 0.5 s at 8 kHz
+        state, new = step(state, (8000, speech[start : start + 4000]))
+        results += new
+    state, new = step(state, None)
+    results += new
+    assert state is None and results
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, speech, 8000)
+    offline = classifier(str(path), top_k=3, chunk_length_s=1.28, stride_length_s=0.64, return_timestamps=True)
+    full = [window for window in results if window["end"] - window["start"] == pytest.approx(1.28)]
+    by_span = {(round(w["start"], 3), round(w["end"], 3)): w["labels"] for w in offline["windows"]}
+    matched = [w for w in full if (round(w["start"], 3), round(w["end"], 3)) in by_span]
+    # every full window but the last (the offline plan moves its last window back to the end) is one the plan has
+    assert len(full) >= 4 and len(matched) >= len(full) - 1
+    for window in matched:
+        expected = by_span[(round(window["start"], 3), round(window["end"], 3))]
+        assert [item["label"] for item in window["labels"]] == [item["label"] for item in expected]
+        np.testing.assert_allclose([item["score"] for item in window["labels"]], [item["score"] for item in expected],
+                                   atol=1e-5, rtol=0)
