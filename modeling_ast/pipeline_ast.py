@@ -43,7 +43,7 @@ from .long_audio import check_window_lengths, is_number, iter_window_batches, pl
 from .modeling_ast import class_scores
 from .pipeline_batches import ON_ERROR, classify_many
 
-__all__ = ["ASTAudioClassificationPipeline", "top_labels", "window_labels"]
+__all__ = ["ASTAudioClassificationPipeline", "checkpoint_features", "top_labels", "window_labels"]
 
 _AGGREGATIONS = ("max", "mean")
 _LONG_AUDIO_OPTIONS = (
@@ -168,22 +168,9 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
             min_samples = num_samples_for_frames(self.model.config.patch_size, target_rate)
             plan = plan_windows(source.num_samples, target_rate, chunk_length_s, stride_length_s, min_samples)
             return {"window_source": source, "window_plan": plan}
-        return self._features([load_audio(inputs, target_rate)], truncation=True, do_normalize=False)
-
-    def _features(self, waveforms: list[torch.Tensor], truncation: bool, do_normalize: bool = True) -> BatchFeature:
-        """Features of waveforms at the extractor's rate, padded as the checkpoint was trained: to the longest clip
-        (at least one patch) with a mask when it has masks, else to `max_length` frames. Plain calls are cut to
-        `max_length` (`truncation`); long-audio windows are not (nothing is cut from a window the caller asked for)."""
-        real_length = bool(self.feature_extractor.return_attention_mask)
-        return self.feature_extractor(
-            waveforms,
-            sampling_rate=self.feature_extractor.sampling_rate,
-            padding="longest" if real_length else "max_length",
-            truncation=truncation,
-            min_frames=self.model.config.patch_size,
-            do_normalize=do_normalize,
-            return_tensors="pt",
-        )
+        waveform = load_audio(inputs, target_rate)
+        return checkpoint_features(self.feature_extractor, [waveform], self.model.config.patch_size, truncation=True,
+                                   do_normalize=False)  # fmt: skip
 
     def _forward(self, model_inputs: dict[str, Any], window_batch_size: int = 8) -> Any:
         if "window_plan" not in model_inputs:
@@ -191,7 +178,9 @@ class ASTAudioClassificationPipeline(AudioClassificationPipeline):
         plan = model_inputs["window_plan"]
         logits = []
         for windows in iter_window_batches(model_inputs["window_source"], plan, window_batch_size):
-            features = self._features(windows, truncation=False).to(self.device)
+            features = checkpoint_features(
+                self.feature_extractor, windows, self.model.config.patch_size, truncation=False
+            ).to(self.device)
             if self.dtype is not None:
                 features = features.to(dtype=self.dtype)
             logits.append(self.model(**features).logits.float().cpu())
@@ -257,6 +246,30 @@ def window_labels(
     if threshold is None:
         return top_labels(scores, id2label, min(top_k, scores.shape[-1]))
     return [item for item in top_labels(scores, id2label, scores.shape[-1]) if item["score"] >= threshold]
+
+
+def checkpoint_features(
+    feature_extractor: ASTFeatureExtractor,
+    waveforms: list[torch.Tensor],
+    patch_size: int,
+    truncation: bool,
+    do_normalize: bool = True,
+) -> BatchFeature:
+    """Features of waveforms at the extractor's rate, padded as the checkpoint was trained: to the longest clip (at
+    least one patch) with a mask when its extractor returns masks, else to `max_length` frames. Plain calls are cut
+    to `max_length` (`truncation`); long-audio windows are not (nothing is cut from a window the caller asked for).
+    The one featurisation of both pipelines (audio classification, sound event detection)."""
+    real_length = bool(feature_extractor.return_attention_mask)
+    return feature_extractor(
+        waveforms,
+        sampling_rate=feature_extractor.sampling_rate,
+        padding="longest" if real_length else "max_length",
+        truncation=truncation,
+        min_frames=patch_size,
+        return_attention_mask=real_length,
+        do_normalize=do_normalize,
+        return_tensors="pt",
+    )
 
 
 def _is_int(value: object) -> bool:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
 from transformers import Pipeline
 
 from .audio_io import AudioFile
@@ -30,6 +29,7 @@ from .events import ColumnGrid, EventOptions, detect_events, merge_columns
 from .fbank import FrameSpec, num_frames, num_samples_for_frames
 from .long_audio import WaveformWindows, check_window_lengths, window_source
 from .modeling_ast import class_scores
+from .pipeline_ast import checkpoint_features
 
 __all__ = ["SoundEventDetectionPipeline", "column_aligned_starts", "real_columns"]
 
@@ -112,7 +112,9 @@ class SoundEventDetectionPipeline(Pipeline):
         for first in range(0, len(starts), window_batch_size):
             batch = starts[first : first + window_batch_size]
             waveforms = [source.read(start, min(start + window, source.num_samples)) for start in batch]
-            features = self._features(waveforms).to(self.device)
+            features = checkpoint_features(
+                self.feature_extractor, waveforms, self.model.config.patch_size, truncation=False
+            ).to(self.device)
             if self.dtype is not None:
                 features = features.to(dtype=self.dtype)
             output = self.model(**features)
@@ -122,18 +124,6 @@ class SoundEventDetectionPipeline(Pipeline):
                 scored.append((start // column, row[mask][:real]))
         columns = self.model.config.time_patches(num_frames(source.num_samples, rate))
         return {"scores": merge_columns(scored, columns), "num_samples": source.num_samples}
-
-    def _features(self, waveforms: list[torch.Tensor]) -> Any:
-        real_length = bool(self.feature_extractor.return_attention_mask)
-        return self.feature_extractor(
-            waveforms,
-            sampling_rate=self.feature_extractor.sampling_rate,
-            padding="longest" if real_length else "max_length",
-            truncation=False,
-            min_frames=self.model.config.patch_size,
-            return_attention_mask=real_length,
-            return_tensors="pt",
-        )
 
     def postprocess(
         self, model_outputs: dict, options: EventOptions = EventOptions(), return_frame_scores: bool = False

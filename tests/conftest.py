@@ -1,12 +1,26 @@
 """Shared pytest fixtures: the real recordings the repository ships, a loopback Hub, and an exported small model."""
 
+import importlib
 import shutil
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FSDD_DIR = REPO_ROOT / "tests" / "data" / "fsdd"
+EXAMPLES_DIR = REPO_ROOT / "examples"
+
+
+def import_example(name: str) -> ModuleType:
+    """examples/<name>.py imported as the script runs: with examples/ on sys.path, so that it finds the sibling
+    modules it imports by plain name (removed again after the import). Use it as `from conftest import import_example`."""
+    sys.path.insert(0, str(EXAMPLES_DIR))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(EXAMPLES_DIR))
 
 # Formats libsndfile cannot read (m4a) need the ffmpeg binary: CI installs it; a newcomer who skipped that apt line
 # sees these tests skipped with this reason instead of errors. Import it as `from conftest import requires_ffmpeg`.

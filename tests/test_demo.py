@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import import_example
 import soundfile
 
 gradio = pytest.importorskip("gradio")  # the optional "demo" extra
@@ -19,7 +19,6 @@ from transformers import pipeline  # noqa: E402
 
 from tiny_models import save_tiny_digit_classifier  # noqa: E402
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 SCORE_TOLERANCE = 1e-5  # the same pipeline call in the app and here: equal up to JSON's float printing
 
 
@@ -32,11 +31,7 @@ def model_dir(tmp_path_factory) -> Path:
 def served(model_dir, tmp_path_factory):
     """(client, pipeline): the app on a free loopback port for the module's tests, closed at teardown."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    sys.path.insert(0, str(EXAMPLES_DIR))
-    try:
-        import demo_app
-    finally:
-        sys.path.remove(str(EXAMPLES_DIR))
+    demo_app = import_example("demo_app")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -83,11 +78,7 @@ def test_long_audio_gets_window_labels_and_a_timeline(served, fsdd_dir, tmp_path
 def test_the_live_tab_step_gives_the_offline_windows(fsdd_dir, model_dir, tmp_path):
     """The live tab's stream handler, fed a recording in 0.5 s chunks as Gradio streams them ((rate, int16)), then
     stopped: its windows are those the offline long-audio pipeline computes over the same spans."""
-    sys.path.insert(0, str(EXAMPLES_DIR))
-    try:
-        import demo_app
-    finally:
-        sys.path.remove(str(EXAMPLES_DIR))
+    demo_app = import_example("demo_app")
     classifier = pipeline("audio-classification", model=str(model_dir), device="cpu")
     step = demo_app.make_live_step(classifier, window_s=1.28, hop_s=0.64, top_k=3)
     speech = np.concatenate([soundfile.read(path, dtype="int16")[0] for path in sorted(fsdd_dir.glob("*.wav"))[:6]])

@@ -12,11 +12,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import EXAMPLES_DIR, import_example
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 
 WRAPPER = """
 import hashlib, json, os, sys
@@ -59,11 +58,7 @@ LAUNCHERS = {
 
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_two_cpu_processes_end_with_identical_weights(tmp_path, launcher):
-    sys.path.insert(0, str(EXAMPLES_DIR))
-    try:
-        from synthetic_sounds import generate_dataset
-    finally:
-        sys.path.remove(str(EXAMPLES_DIR))
+    generate_dataset = import_example("synthetic_sounds").generate_dataset
     train, evaluation = generate_dataset(tmp_path / "data", train_per_class=2, eval_per_class=1, seed=1)  # 16 / 8 clips
     wrapper = tmp_path / "train_and_hash.py"
     wrapper.write_text(WRAPPER.format(examples=str(EXAMPLES_DIR)))

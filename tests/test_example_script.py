@@ -4,13 +4,12 @@ FSDD files), the saved model reloaded in the pipeline, and the input validation 
 from __future__ import annotations
 
 import csv
-import importlib
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import import_example
 import soundfile
 import torch
 import transformers
@@ -23,7 +22,6 @@ from modeling_ast.training.sources import folder_examples, manifest_examples
 from modeling_ast.training.starting_points import feature_extractor_for
 from tiny_models import tiny_model
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 
 # A tiny model and a handful of steps: these runs check the plumbing, not the learning.
 TINY_RUN = [
@@ -45,11 +43,7 @@ FSDD_SPEAKER = "jackson"
 @pytest.fixture(scope="module")
 def examples():
     """The two example modules, imported from examples/ (the script imports its sibling by plain name)."""
-    sys.path.insert(0, str(EXAMPLES_DIR))
-    try:
-        yield importlib.import_module("run_audio_classification"), importlib.import_module("synthetic_sounds")
-    finally:
-        sys.path.remove(str(EXAMPLES_DIR))
+    return import_example("run_audio_classification"), import_example("synthetic_sounds")
 
 
 @pytest.fixture(scope="module")

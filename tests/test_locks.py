@@ -4,7 +4,6 @@ commands that write apply it: the converters, ONNX export and the training scrip
 
 from __future__ import annotations
 
-import importlib
 import signal
 import socket
 import subprocess
@@ -13,13 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import import_example
 
 import modeling_ast.locking
 from tiny_models import save_tiny_digit_classifier
 from modeling_ast.conversion import cli
 from modeling_ast.locking import OutputLockedError, lock_path, output_lock
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 
 # Processes that import the lock module alone (it needs only the standard library): they start in milliseconds,
 # where importing the package (torch, transformers) takes seconds.
@@ -152,11 +151,7 @@ def test_a_converter_with_wait_for_lock_waits_then_writes(tmp_path, hold, capsys
 
 @pytest.fixture(scope="module")
 def script():
-    sys.path.insert(0, str(EXAMPLES_DIR))
-    try:
-        yield importlib.import_module("run_audio_classification")
-    finally:
-        sys.path.remove(str(EXAMPLES_DIR))
+    return import_example("run_audio_classification")
 
 
 def test_training_refuses_an_output_dir_another_run_writes_and_takes_over_a_killed_ones(tmp_path, hold, script):

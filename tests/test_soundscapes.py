@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import import_example
 import soundfile
 
 from modeling_ast.training.sed_metrics import read_strong_tsv
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 EVAL_SPEAKERS = ("theo", "yweweler")
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 RATE = 16000
@@ -23,11 +21,7 @@ FRAME = 160  # 10 ms
 @pytest.fixture(scope="module")
 def soundscapes():
     """examples/soundscapes.py, imported as the script runs (examples/ on sys.path for its sibling module)."""
-    sys.path.insert(0, str(EXAMPLES_DIR))
-    try:
-        yield importlib.import_module("soundscapes")
-    finally:
-        sys.path.remove(str(EXAMPLES_DIR))
+    return import_example("soundscapes")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ import soundfile
 import torch
 import transformers
 from entry_points import entry_point_command
-from test_sed import energy_detector, tiny_frame_config
+from test_sed import LABELS, energy_detector
+from tiny_models import tiny_model
 
 import modeling_ast  # noqa: F401  (registers the pipelines)
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, ASTForAudioFrameClassification
@@ -185,8 +186,8 @@ def detectors(tmp_path_factory) -> dict[str, transformers.Pipeline]:
     from perturbed random weights, without masks, so windows shorter than max_length are padded."""
     energy_dir, random_dir = tmp_path_factory.mktemp("energy"), tmp_path_factory.mktemp("random")
     energy_detector(energy_dir)
-    torch.manual_seed(3)
-    model = ASTForAudioFrameClassification(tiny_frame_config()).eval()
+    model = tiny_model(ASTForAudioFrameClassification, seed=3, num_hidden_layers=1, num_attention_heads=2,
+                       id2label=LABELS)
     with torch.no_grad():
         model.classifier.fc.weight.normal_(0, 2.0)
     model.save_pretrained(random_dir)

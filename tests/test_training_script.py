@@ -8,15 +8,14 @@ the learning.
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EXAMPLES_DIR, import_example
 import soundfile
 import torch
 import transformers
@@ -31,7 +30,6 @@ from modeling_ast.training.sources import manifest_examples
 from modeling_ast.training.trainer import last_complete_checkpoint, resume_target
 from tiny_models import save_tiny_checkpoint, tiny_builtin_config, tiny_model
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 RECIPES = sorted((EXAMPLES_DIR / "recipes").glob("*.json"))
 
 TINY = [
@@ -50,14 +48,8 @@ TINY = [
 @pytest.fixture(scope="module")
 def modules():
     """The example modules, imported from examples/ (they import their siblings by plain name)."""
-    sys.path.insert(0, str(EXAMPLES_DIR))
-    try:
-        yield {
-            name: importlib.import_module(name)
-            for name in ("run_audio_classification", "run_esc50_cv", "compute_fbank_stats", "synthetic_sounds")
-        }
-    finally:
-        sys.path.remove(str(EXAMPLES_DIR))
+    names = ("run_audio_classification", "run_esc50_cv", "compute_fbank_stats", "synthetic_sounds")
+    return {name: import_example(name) for name in names}
 
 
 @pytest.fixture(scope="module")
