@@ -195,3 +195,29 @@ def test_windows_of_a_checkpoint_without_masks_are_padded_as_its_plain_calls(tmp
     unmasked = pipeline("audio-classification", model=str(save_tiny_digit_classifier(tmp_path / "unmasked")))
     clip = io.BytesIO((fsdd_dir / "0_george_4.wav").read_bytes())
     assert_same_scores(unmasked(clip.getvalue(), top_k=10, chunk_length_s=10), unmasked(clip.getvalue(), top_k=10))
+
+
+@requires_ffmpeg
+def test_long_audio_of_a_format_only_ffmpeg_reads_is_read_window_by_window(tmp_path):
+    """An m4a in long-audio mode once sat in memory whole, every channel at the file's rate (3.34 GB for an hour of
+    44.1 kHz stereo, against 0.75 GB as WAV); now ffmpeg decodes it to a temporary file read window by window. Python
+    allocations (the decoded bytes and numpy arrays are traced) stay a small fraction of the decoded audio."""
+    import tracemalloc
+
+    from modeling_ast.audio_io import AudioFile
+
+    seconds, rate = 60, 44100
+    noise = np.random.default_rng(0).normal(0, 0.1, (seconds * rate, 2)).astype(np.float32)
+    soundfile.write(tmp_path / "source.wav", noise, rate, subtype="PCM_16")
+    m4a = tmp_path / "long.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "source.wav"), "-c:a", "aac", str(m4a)], check=True)
+    decoded_bytes = seconds * rate * 2 * 4  # float32, both channels: what the old reader held
+    tracemalloc.start()
+    try:
+        windows = AudioFile(m4a, 16000)
+        for start in range(0, windows.num_samples - 16000, 16000):  # 1 s windows: what one holds is ~0.7 MB
+            windows.read(start, start + 16000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < decoded_bytes / 8, f"peak {peak / 2**20:.1f} MiB for {decoded_bytes / 2**20:.1f} MiB decoded"
