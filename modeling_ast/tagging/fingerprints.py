@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..conversion.fingerprint import weights_sha256
 from .inputs import TagInput
 
 if TYPE_CHECKING:
@@ -106,13 +107,10 @@ def _file_sha256(path: Path) -> str:
 
 
 def _pipeline_sha256(classifier: Any) -> str:
-    """One sha256 over a pipeline's weights (names, dtypes, shapes, bytes), config and feature extractor settings."""
-    import torch
-
-    total = hashlib.sha256()
-    for name, tensor in sorted(classifier.model.state_dict().items()):
-        total.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\n".encode())
-        total.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    """One sha256 over a pipeline's weights (`conversion.fingerprint.weights_sha256`, the hash ONNX exports record),
+    their dtype (that hash reads float weights as float32), config and feature extractor settings."""
+    total = hashlib.sha256(weights_sha256(classifier.model.state_dict()).encode())
+    total.update(f"{classifier.model.dtype}\n".encode())
     total.update(classifier.model.config.to_json_string().encode())
     extractor = getattr(classifier, "feature_extractor", None)
     if extractor is not None:
