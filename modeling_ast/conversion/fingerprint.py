@@ -23,7 +23,7 @@ from .io import WEIGHT_FILES, read_checkpoint_weights
 from .transformers_ast import read_transformers_weights
 
 __all__ = ["CONFIG_FIELDS", "CONFIG_KEY", "WEIGHTS_KEY", "config_differences", "config_fingerprint", "export_metadata",
-           "saved_weights_sha256", "weights_sha256"]  # fmt: skip
+           "file_sha256", "saved_weights_sha256", "weights_sha256"]  # fmt: skip
 
 WEIGHTS_KEY = "modeling_ast.weights_sha256"
 CONFIG_KEY = "modeling_ast.config"
@@ -46,6 +46,15 @@ CONFIG_FIELDS = (
     "num_mel_bins",
     "problem_type",
 )
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's content (what `sha256sum` prints), read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:

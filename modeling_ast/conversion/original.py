@@ -42,7 +42,8 @@ from .layouts import (
     ORIGINAL_UNUSED_PREFIXES,
     is_transformers_ast_state_dict,
 )
-from .original_report import ConversionReport, file_sha256, reported_metric_text
+from .fingerprint import file_sha256
+from .original_report import ConversionReport, reported_metric_text
 
 logger = logging.get_logger(__name__)
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 from pathlib import Path
 
 from ..configuration_ast import ASTConfig
 from .common import DatasetPreset
 
-__all__ = ["ConversionReport", "file_sha256", "parse_reported_metric", "reported_metric_text"]
+__all__ = ["ConversionReport", "parse_reported_metric", "reported_metric_text"]
 
 _METRIC_IN_NAME = re.compile(r"_(0\.\d+|[1-9]\d*\.\d+)$")
 
@@ -32,14 +31,6 @@ def reported_metric_text(
     if reported_metric is None:
         return "not reported"
     return f"{preset.metric if preset is not None else 'score'} {reported_metric}{note}"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)

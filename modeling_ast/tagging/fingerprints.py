@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..conversion.fingerprint import weights_sha256
+from ..conversion.fingerprint import file_sha256, weights_sha256
 from .inputs import TagInput
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ MODEL_FILE_PATTERNS = (
 RECORD_OPTIONS = ("top_k", "chunk_length_s", "stride_length_s", "aggregation", "threshold")
 NAME_FIELDS = ("model", "onnx")  # what the model was called: shown, not compared
 _SHOWN = 5  # inputs named in a message
-_CHUNK = 1 << 20
 
 
 def model_folder(model: str | os.PathLike) -> Path:
@@ -85,7 +84,7 @@ def run_fingerprint(model: Any, folder: Path | None, onnx: Path | None, options:
         files = sorted({path for pattern in MODEL_FILE_PATTERNS for path in folder.glob(pattern) if path.is_file()})
         run = {"model": os.fspath(model), "weights_sha256": _files_sha256(files, folder)}
     if onnx is not None:
-        run.update(onnx=os.fspath(onnx), onnx_sha256=_file_sha256(onnx))
+        run.update(onnx=os.fspath(onnx), onnx_sha256=file_sha256(onnx))
     return run | {name: getattr(options, name) for name in RECORD_OPTIONS}
 
 
@@ -93,17 +92,8 @@ def _files_sha256(files: Iterable[Path], folder: Path) -> str:
     """One sha256 over the names (relative to `folder`) and sha256s of `files`."""
     total = hashlib.sha256()
     for path in files:
-        total.update(f"{path.relative_to(folder).as_posix()}\0{_file_sha256(path)}\n".encode())
+        total.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\n".encode())
     return total.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    """The sha256 of a file's content (what `sha256sum` prints), read in chunks."""
-    content = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            content.update(chunk)
-    return content.hexdigest()
 
 
 def _pipeline_sha256(classifier: Any) -> str:
