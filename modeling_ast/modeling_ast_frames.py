@@ -27,12 +27,14 @@ from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_ast import ASTConfig
+from .events import ColumnGrid
 from .fbank import FrameSpec
 from .masking_ast import clip_time_patches, time_column_mask
 from .modeling_ast import ASTClassifierHead, ASTModel, ASTPreTrainedModel
 
 __all__ = [
-    "ASTForAudioFrameClassification", "ASTFrameClassifierOutput", "column_centres", "column_hop", "linear_softmax_pool",
+    "ASTForAudioFrameClassification", "ASTFrameClassifierOutput", "column_centres", "column_grid", "column_hop",
+    "linear_softmax_pool",
 ]
 
 
@@ -65,6 +67,13 @@ def column_centres(config: ASTConfig, num_time: int, sampling_rate: int = 16000)
 def column_hop(config: ASTConfig, sampling_rate: int = 16000) -> float:
     """Seconds between the centres of neighbouring time columns: `time_stride` frame shifts (0.1 s at stride 10)."""
     return config.time_stride * FrameSpec.for_rate(sampling_rate).shift / sampling_rate
+
+
+def column_grid(config: ASTConfig, duration: float, sampling_rate: int = 16000) -> ColumnGrid:
+    """Where the columns of a model of `config` sit in a recording of `duration` seconds (`events.ColumnGrid`): the
+    one place that turns column indices into event times (pipeline, streaming and training evaluation)."""
+    first = FrameSpec.for_rate(sampling_rate).centre_x2(0, config.patch_size) / (2 * sampling_rate)
+    return ColumnGrid(first=first, hop=column_hop(config, sampling_rate), duration=duration)
 
 
 def linear_softmax_pool(scores: torch.Tensor, column_mask: torch.Tensor) -> torch.Tensor:

@@ -25,10 +25,11 @@ from transformers import Pipeline
 
 from .audio_io import AudioFile
 from .configuration_ast import ASTConfig
-from .events import ColumnGrid, EventOptions, detect_events, merge_columns
+from .events import EventOptions, detect_events, merge_columns
 from .fbank import FrameSpec, num_frames, num_samples_for_frames
 from .long_audio import WaveformWindows, check_window_lengths, window_source
 from .modeling_ast import class_scores
+from .modeling_ast_frames import column_grid
 from .pipeline_ast import checkpoint_features
 
 __all__ = ["SoundEventDetectionPipeline", "column_aligned_starts", "real_columns"]
@@ -130,11 +131,10 @@ class SoundEventDetectionPipeline(Pipeline):
     ) -> list[dict[str, Any]] | dict[str, Any]:
         rate = self.feature_extractor.sampling_rate
         scores = model_outputs["scores"]
-        centres = self.model.column_centres(scores.shape[0], rate)
-        hop = self.model.config.time_stride * FrameSpec.for_rate(rate).shift / rate
-        grid = ColumnGrid(first=float(centres[0]), hop=hop, duration=model_outputs["num_samples"] / rate)
+        grid = column_grid(self.model.config, model_outputs["num_samples"] / rate, rate)
         labels = [self.model.config.id2label[index] for index in range(scores.shape[1])]
         events = detect_events(scores, grid, labels, options)
         if not return_frame_scores:
             return events
+        centres = self.model.column_centres(scores.shape[0], rate)
         return {"events": events, "frame_scores": scores, "column_centres": centres.float()}

@@ -54,7 +54,7 @@ from .fbank import FrameSpec, kaldi_fbank, num_frames
 from .feature_extraction_ast import ASTFeatureExtractor, _float32_safe_peak
 from .long_audio import is_number
 from .modeling_ast import class_scores
-from .modeling_ast_frames import ASTForAudioFrameClassification
+from .modeling_ast_frames import ASTForAudioFrameClassification, column_grid
 from .pipeline_ast import window_labels
 from .pipeline_sed import real_columns
 
@@ -250,7 +250,6 @@ class _EventScorer:
         self.high, self.low, self.medians = class_settings(options, self.labels)
         self.reach = max(self.medians) // 2  # columns on each side a filtered column depends on
         self.column = config.time_stride * spec.shift  # samples between column starts
-        self.first_centre_s = spec.centre_x2(0, config.patch_size) / (2 * sampling_rate)
         self.max_columns = None if max_event_s is None else max(1, round(max_event_s * sampling_rate / self.column))
         num_labels = len(self.labels)
         self._sums = torch.zeros(0, num_labels)  # undecided columns from `_decided` on: sums of window scores ...
@@ -292,7 +291,7 @@ class _EventScorer:
         events = self._filter_until(self._decided if final else self._decided - self.reach)
         if final:
             events += self._close_open(self._decided)
-        grid = ColumnGrid(self.first_centre_s, self.column / self.sampling_rate, num_samples / self.sampling_rate)
+        grid = column_grid(self.config, num_samples / self.sampling_rate, self.sampling_rate)
         events.sort(key=lambda event: (event[1], self.labels[event[0]]))
         return [self._event(label, start, end, peak, grid) for label, start, end, peak in events]
 

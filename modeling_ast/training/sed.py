@@ -39,7 +39,7 @@ from ..events import ColumnGrid, EventOptions, detect_events
 from ..fbank import FrameSpec, num_frames, num_samples_for_frames
 from ..feature_extraction_ast import ASTFeatureExtractor
 from ..file_lists import read_manifest
-from ..modeling_ast_frames import ASTForAudioFrameClassification, column_centres, column_hop
+from ..modeling_ast_frames import ASTForAudioFrameClassification, column_centres, column_grid, column_hop
 from .augment import crop_start, mix_waveforms, sample_mixup_lambda
 from .collator import AudioCollator
 from .datasets import AudioDataset, Item
@@ -262,8 +262,7 @@ def _clip_grid(config: ASTConfig, duration: float, rate: int, max_samples: int) 
     """The column grid of a clip of `duration` seconds (cut to `max_samples`) and its number of real columns."""
     frames = num_frames(min(round(duration * rate), max_samples), rate)
     count = config.time_patches(max(frames, config.patch_size))
-    first = float(column_centres(config, 1, rate)[0])
-    return ColumnGrid(first, column_hop(config, rate), min(duration, max_samples / rate)), count
+    return column_grid(config, min(duration, max_samples / rate), rate), count
 
 
 def sed_metrics_fn(
