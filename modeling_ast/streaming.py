@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from transformers import Pipeline
 
+from .audio_io import downmix
 from .audio_utils import IncrementalResampler, check_sampling_rate, to_float_waveform
 from .configuration_ast import ASTConfig
 from .events import ColumnGrid, EventOptions, class_settings, median_filter
@@ -188,7 +189,7 @@ class StreamFeatures:
         complete = num_frames(self.num_samples, self.sampling_rate)
         if complete > self._next_frame:
             first = self._next_frame * self._spec.shift
-            span = self._samples.read(first, (complete - 1) * self._spec.shift + self._spec.size)
+            span = self._samples.read(first, self._spec.samples_for(complete))
             self._frames.append(kaldi_fbank(span[None], self.sampling_rate, self.num_mel_bins)[0])
             self._next_frame = complete
 
@@ -450,7 +451,7 @@ class StreamingTagger:
         anything the offline extractor would refuse or compute differently."""
         waveform = to_float_waveform(chunk).cpu()
         if waveform.dim() == 2:  # (samples, channels), as soundfile, sounddevice and gradio give them
-            waveform = waveform.mean(dim=1) if waveform.shape[1] > 1 else waveform[:, 0]
+            waveform = torch.from_numpy(downmix(waveform.numpy()))  # the channel rule of every other door
         if waveform.dim() != 1:
             raise ValueError(f"a chunk must be 1-D or (samples, channels), got shape {tuple(waveform.shape)}")
         if waveform.numel():
