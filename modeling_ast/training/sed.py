@@ -45,7 +45,7 @@ from .collator import AudioCollator
 from .datasets import AudioDataset, Item
 from .labels import LabelSpace
 from .sampling import WAVEFORM_STAGE, seeded_generator
-from .sed_metrics import Event, event_f1, psds, read_strong_tsv
+from .sed_metrics import Event, checked_event, event_f1, psds, read_strong_tsv
 from .sources import Example
 from .task import TaskData, task_from_examples
 
@@ -114,13 +114,12 @@ def read_strong_labels(path: str | os.PathLike) -> dict[str, list[Event]]:
         return read_strong_tsv(path)
     events: dict[str, list[Event]] = {}
     for row in read_manifest(path, path_column="filename"):
+        where = f"{path}, line {row.line}"
         try:
             onset, offset, label = float(row.fields["onset"]), float(row.fields["offset"]), str(row.fields["event_label"])
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{path}, line {row.line}: needs numeric onset, offset and an event_label") from None
-        if not 0 <= onset < offset:
-            raise ValueError(f"{path}, line {row.line}: need 0 <= onset < offset, got {onset} and {offset}")
-        events.setdefault(row.path, []).append((onset, offset, label))
+            raise ValueError(f"{where}: needs numeric onset, offset and an event_label") from None
+        events.setdefault(row.path, []).append(checked_event(onset, offset, label, where))
     return events
 
 

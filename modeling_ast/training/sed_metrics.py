@@ -32,7 +32,7 @@ import pandas as pd
 
 from ..conversion.io import atomic_output_file
 
-__all__ = ["Event", "event_f1", "psds", "read_strong_tsv", "write_events_tsv"]
+__all__ = ["Event", "checked_event", "event_f1", "psds", "read_strong_tsv", "write_events_tsv"]
 
 Event = tuple[float, float, str]
 
@@ -209,9 +209,15 @@ def _parse_strong_row(fields: list[str], where: str) -> tuple[str, Event | None]
         raise ValueError(f"{where}: onset and offset must be numbers, got {onset_text!r} and {offset_text!r}") from None
     if not label:
         raise ValueError(f"{where}: empty event_label")
+    return clip, checked_event(onset, offset, label, where)
+
+
+def checked_event(onset: float, offset: float, label: str, where: str) -> Event:
+    """The event, or ValueError naming `where` (file and line) unless 0 <= onset < offset, both finite: the rule of
+    every strong-label reader (TSV here, JSON Lines in `training.sed`)."""
     if not (0 <= onset < offset < math.inf):
         raise ValueError(f"{where}: need 0 <= onset < offset, got onset {onset} and offset {offset}")
-    return clip, (onset, offset, label)
+    return onset, offset, label
 
 
 def read_strong_tsv(path: str | os.PathLike) -> dict[str, list[Event]]:
