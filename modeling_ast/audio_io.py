@@ -5,7 +5,8 @@ so the same recording gives the same samples whichever way it comes in:
 
 - **decoding**: soundfile (libsndfile) first; the ffmpeg binary, when installed, for what libsndfile cannot read
   (m4a, aac, ...). ffmpeg only decodes: it writes every channel at the file's own rate to a temporary float WAV file
-  (RF64 beyond 4 GB), which soundfile then reads like any other, so bytes and pipes (which ffmpeg cannot seek) decode as files do;
+  (RF64 beyond 4 GB), which soundfile then reads like any other, so bytes and pipes (which ffmpeg cannot seek)
+  decode as files do;
 - **channels**: the mean of the channels (`downmix`), as `datasets`' `Audio` feature and ffmpeg's `-ac 1` do for
   stereo. Keeping channel 0 (the original AST loader's choice) hears nothing of a recording whose left channel is
   silent, and scores the same file differently from a tool that averages;

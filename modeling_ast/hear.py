@@ -151,8 +151,8 @@ class ASTHearModel(nn.Module):
         """Un-normalised log-mel filter banks (n_sounds, frames, F) of checked audio, on the model's device."""
         parameter = next(self.encoder.parameters())
         return self.feature_extractor(
-            audio.to(parameter.device), sampling_rate=self.sample_rate, padding="do_not_pad", truncation=False, do_normalize=False,
-            return_tensors="pt",
+            audio.to(parameter.device), sampling_rate=self.sample_rate, padding="do_not_pad", truncation=False,
+            do_normalize=False, return_tensors="pt",
         )["input_values"]
 
     def padded(self, raw: torch.Tensor, before: int, length: int) -> torch.Tensor:

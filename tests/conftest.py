@@ -15,7 +15,8 @@ EXAMPLES_DIR = REPO_ROOT / "examples"
 
 def import_example(name: str) -> ModuleType:
     """examples/<name>.py imported as the script runs: with examples/ on sys.path, so that it finds the sibling
-    modules it imports by plain name (removed again after the import). Use it as `from conftest import import_example`."""
+    modules it imports by plain name (removed again after the import). Use it as
+    `from conftest import import_example`."""
     sys.path.insert(0, str(EXAMPLES_DIR))
     try:
         return importlib.import_module(name)

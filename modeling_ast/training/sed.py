@@ -71,7 +71,8 @@ class SEDArguments:
     evaluation labels. Any of them trains `ASTForAudioFrameClassification` instead of a clip classifier."""
 
     strong_labels: str | None = field(
-        default=None, metadata={"help": "Strong training labels: DCASE TSV (filename onset offset event_label) or JSONL."}
+        default=None,
+        metadata={"help": "Strong training labels: DCASE TSV (filename onset offset event_label) or JSONL."},
     )
     weak_labels: str | None = field(
         default=None, metadata={"help": "Weak training labels: DCASE TSV (filename event_labels, comma-separated)."}
@@ -116,7 +117,8 @@ def read_strong_labels(path: str | os.PathLike) -> dict[str, list[Event]]:
     for row in read_manifest(path, path_column="filename"):
         where = f"{path}, line {row.line}"
         try:
-            onset, offset, label = float(row.fields["onset"]), float(row.fields["offset"]), str(row.fields["event_label"])
+            fields = row.fields
+            onset, offset, label = float(fields["onset"]), float(fields["offset"]), str(fields["event_label"])
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{where}: needs numeric onset, offset and an event_label") from None
         events.setdefault(row.path, []).append(checked_event(onset, offset, label, where))
@@ -288,6 +290,7 @@ def sed_metrics_fn(
             events = detect_events(clip_scores, grid, label_space.labels, EventOptions(threshold=0.5))
             detected[name] = [(event["start"], event["end"], event["label"]) for event in events]
         durations = {name: grid.duration for name, (grid, _) in zip(names, grids)}
-        return {**psds(frame_scores, truth, durations, label_space.labels), **event_f1(detected, truth, label_space.labels)}
+        labels = label_space.labels
+        return {**psds(frame_scores, truth, durations, labels), **event_f1(detected, truth, labels)}
 
     return compute

@@ -148,7 +148,9 @@ def psds(
 
 
 def _event_dicts(clip: str, events: Sequence[Event]) -> list[dict[str, object]]:
-    return [{"filename": clip, "onset": onset, "offset": offset, "event_label": label} for onset, offset, label in events]
+    return [
+        {"filename": clip, "onset": onset, "offset": offset, "event_label": label} for onset, offset, label in events
+    ]
 
 
 def event_f1(
