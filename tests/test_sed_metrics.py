@@ -86,6 +86,18 @@ def test_psds2_penalises_cross_triggers():
     assert result == pytest.approx({"psds1": 0.75, "psds2": 0.5})
 
 
+def test_a_class_without_reference_events_is_left_out_of_psds():
+    # The cross-trigger case above plus a class c without reference events that scores 1 everywhere: c has no
+    # true-positive rate (sed_scores_eval refuses it), so PSDS is a's and b's, as above; with no reference event at
+    # all there is no PSDS.
+    scores = scores_with({(2, 4, 0): 0.8, (100, 102, 0): 0.9, (70, 142, 1): 1.0, (0, 144, 2): 1.0}, 144, 3)
+    ground_truth = {"c": [(2.0, 4.0, "a"), (70.0, 142.0, "b")]}
+    result = psds({"c": (frames(144, 1.0), scores)}, ground_truth, {"c": 144.0}, ["a", "b", "c"])
+    assert result == pytest.approx({"psds1": 0.75, "psds2": 0.5})
+    nothing = psds({"c": (frames(144, 1.0), scores)}, {"c": []}, {"c": 144.0}, ["a", "b", "c"])
+    assert np.isnan(nothing["psds1"]) and np.isnan(nothing["psds2"])
+
+
 def test_psds_checks_its_inputs():
     ground_truth = {"c1": [(2.0, 4.0, "a")], "c2": []}
     good = (frames(100, 0.1), np.zeros((100, 2)))

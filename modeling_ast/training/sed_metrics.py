@@ -14,6 +14,8 @@ and `desed_task/evaluation/evaluation_measures.py`):
   counts as much as a frequent one); "event_f1_micro" / "segment_f1_micro" pool the counts of all classes
   (sed_eval's "overall"). As in sed_eval, a class without reference events has no F1 and is left out of the macro
   average (its false alarms still lower the micro F1); a class with reference events but no output scores 0.
+- Likewise PSDS is computed over the classes with reference events (a class without any has no true-positive rate,
+  and sed_scores_eval refuses it): its scores are left out, cross-triggers included; NaN when no class has any.
 
 Clip names are used as given (a TSV's `filename` column, extension included); an `Event` is (onset s, offset s,
 label). The metric libraries are imported when a metric is computed, so reading and writing TSVs needs neither.
@@ -123,7 +125,7 @@ def psds(
         labels: the classes, in the order of the score columns.
 
     Returns:
-        {"psds1": ..., "psds2": ...}, each in [0, 1].
+        {"psds1": ..., "psds2": ...}, each in [0, 1], over the classes with reference events (NaN if none has any).
     """
     if not ground_truth:
         raise ValueError("cannot compute PSDS without clips")
@@ -134,12 +136,17 @@ def psds(
     with _importing_metric_libraries():
         from sed_scores_eval import intersection_based
 
-    scores = {clip: _score_frame(clip, *frame_scores[clip], labels) for clip in ground_truth}
+    referenced = {label for events in ground_truth.values() for _, _, label in events}
+    present = [label for label in labels if label in referenced]
+    if not present:
+        return {name: math.nan for name in PSDS_SCENARIOS}
+    columns = ["onset", "offset", *present]
+    scores = {clip: _score_frame(clip, *frame_scores[clip], labels)[columns] for clip in ground_truth}
     references = {clip: [tuple(event) for event in events] for clip, events in ground_truth.items()}
     lengths = {clip: float(durations[clip]) for clip in ground_truth}
     results = {}
     for name, settings in PSDS_SCENARIOS.items():
-        if len(labels) == 1:
+        if len(present) == 1:
             # No other class to cross-trigger (and sed_scores_eval fails on an empty set of them): PSDS2 without CTs.
             settings = {**settings, "cttc_threshold": None, "alpha_ct": 0.0}
         value = intersection_based.psds(scores, references, lengths, max_efpr=PSDS_MAX_EFPR, **settings)[0]
