@@ -110,7 +110,8 @@ class DataArguments:
         default="auto", metadata={"help": "auto: single-label when each training clip has one label, else multi-label."}
     )
     on_bad_file: Literal["error", "skip"] = field(
-        default="error", metadata={"help": "Unreadable audio: stop with its name, or skip it and count it."})
+        default="error",
+        metadata={"help": "Unreadable audio (and bad SED label rows): stop naming it, or skip it and count it."})
     synthetic_train_per_class: int = field(default=200, metadata={"help": "Demo: training clips per class."})
     synthetic_eval_per_class: int = field(default=15, metadata={"help": "Demo: evaluation clips per class."})
     synthetic_seed: int = field(default=0, metadata={"help": "Demo: seed of the synthetic dataset."})
@@ -255,7 +256,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
 
     # 2. Data: the training and evaluation clips (and events) and their label space.
     with training_args.main_process_first(desc="reading the data"):
-        data = sed_task(sed_args, data_args.on_bad_file == "error") if sed else read_task_data(data_args, output_dir)
+        data = sed_task(sed_args, data_args.on_bad_file) if sed else read_task_data(data_args, output_dir)
     space = data.label_space
     if is_main:
         print(data.summary())
@@ -311,6 +312,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
         "eval_accuracy": prediction.metrics.get("eval_accuracy"),
         "num_eval_clips": len(prediction.predictions[0] if sed else prediction.label_ids),
         "skipped_files": {"train": train_set.bad_files.total, "eval": eval_set.bad_files.last_pass_count},
+        "skipped_label_rows": {split: len(rows) for split, rows in data.skipped_rows.items()},
         "output_dir": output_dir,
         "model": trainer.model,
         "problem_type": space.problem_type,
@@ -325,6 +327,9 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
         if data_args.on_bad_file == "skip":
             skipped = result["skipped_files"]
             print(f"skipped unreadable audio: {skipped['train']} training clip(s), {skipped['eval']} eval clip(s)")
+            if sed:
+                rows = result["skipped_label_rows"]
+                print(f"skipped bad label rows: {rows['train']} training row(s), {rows['eval']} eval row(s)")
         result["plot"] = None if sed else save_plot(prediction, space, output_dir)
         start = model_args.imagenet_checkpoint or model_args.model_name_or_path
         summary = training_summary(training_args, recipe, model_args.patchout())

@@ -1,4 +1,5 @@
-"""Training sound event detection: frame targets from events, and targets that follow every time augmentation.
+"""Training sound event detection: frame targets from events, targets that follow every time augmentation, bad label
+rows (an error naming the file and line, or skipped and counted), and a whole run of the training script.
 
 Expected targets are computed independently of `modeling_ast.training.sed`: on a 0.5 ms grid, an event is an indicator
 array (rolled with `np.roll`), and a column is positive when its 100 ms interval holds a 1.
@@ -7,6 +8,7 @@ array (rolled with `np.roll`), and a column is positive when its 100 ms interval
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -18,7 +20,8 @@ from modeling_ast.training.augment import AugmentConfig
 from modeling_ast.training.labels import LabelSpace
 from modeling_ast.training.sampling import DrawKey
 from modeling_ast.training.sed import (
-    SEDCollator, SEDDataset, frame_targets, read_strong_labels, read_weak_labels, sed_examples, sed_metrics_fn,
+    SEDArguments, SEDCollator, SEDDataset, frame_targets, read_strong_labels, read_weak_labels, sed_examples,
+    sed_metrics_fn, sed_task,
 )  # fmt: skip
 from tiny_models import tiny_config
 
@@ -161,3 +164,71 @@ def test_batches_train_the_frame_model_and_metrics_score_a_perfect_prediction(tm
     assert metrics["psds1"] > 0.5
     silent = compute(type("Prediction", (), {"predictions": np.full_like(perfect, -10.0)})())
     assert silent["event_f1"] == 0.0 and silent["psds1"] == 0.0
+
+
+# ---- bad label rows: an error naming the labels file and line, or skipped and counted ----
+
+STRONG_HEADER = "filename\tonset\toffset\tevent_label\n"
+# b.wav is 15995 samples, 0.9996875 s: its event written as ending at 1.000 (3 decimals) is 0.3 ms past its end.
+GOOD_ROWS = {
+    "strong.tsv": STRONG_HEADER + "a.wav\t0.1\t0.4\tdog\n{bad}b.wav\t0.2\t1.000\tsiren\n",
+    "weak.tsv": "filename\tevent_labels\nc.wav\tdog\n{bad}",
+    "eval.tsv": STRONG_HEADER + "e.wav\t0.1\t0.3\tdog\n{bad}",
+}
+
+
+def label_task(tmp_path, bad_file: str, bad_row: str, on_bad_file: str = "error"):
+    """`sed_task` of training clips a, b, c (train/) and evaluation clip e (eval/), with `bad_row` after the first
+    good row of `bad_file` (a key of GOOD_ROWS, or strong.jsonl, which then replaces strong.tsv): its line 3 (line 2
+    of the JSON Lines file, which has no header)."""
+    for folder, names in (("train", {"a.wav": RATE, "b.wav": RATE - 5, "c.wav": RATE}), ("eval", {"e.wav": RATE})):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        for name, samples in names.items():
+            write_clip(tmp_path / folder, name, np.zeros(samples, dtype=np.float32))
+    for name, text in GOOD_ROWS.items():
+        (tmp_path / name).write_text(text.format(bad=bad_row + "\n" if name == bad_file else ""))
+    strong = tmp_path / "strong.tsv"
+    if bad_file == "strong.jsonl":
+        rows = [{"filename": "a.wav", "onset": 0.1, "offset": 0.4, "event_label": "dog"}, json.loads(bad_row),
+                {"filename": "b.wav", "onset": 0.2, "offset": 1.0, "event_label": "siren"}]  # fmt: skip
+        strong = tmp_path / "strong.jsonl"
+        strong.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    args = SEDArguments(str(strong), str(tmp_path / "weak.tsv"), str(tmp_path / "train"), str(tmp_path / "eval.tsv"),
+                        str(tmp_path / "eval"))  # fmt: skip
+    return sed_task(args, on_bad_file)
+
+
+BAD_ROWS = [
+    ("strong.tsv", "b.wav\t0.2\t1.002\tdog", "the event ends at 1.002 s, after the end of b.wav \\(0.9997 s\\)"),
+    ("strong.tsv", "missing.wav\t0.1\t0.2\tdog", "'missing.wav' is not a file in the audio folder .*train"),
+    ("strong.tsv", "b.wav\t0.5\t0.5\tdog", "need 0 <= onset < offset, got onset 0.5 and offset 0.5"),
+    ("strong.tsv", "b.wav\t-0.1\t0.5\tdog", "need 0 <= onset < offset, got onset -0.1 and offset 0.5"),
+    ("strong.jsonl", '{"filename": "gone.wav", "onset": 0.1, "offset": 0.2, "event_label": "dog"}',
+     "'gone.wav' is not a file in the audio folder .*train"),
+    ("weak.tsv", "missing.wav\tdog,siren", "'missing.wav' is not a file in the audio folder .*train"),
+    ("eval.tsv", "e.wav\t0.4\t0.6\tcat", "label 'cat' is not a training label \\(dog, siren\\); the model cannot detect"
+     " a class it never trains on"),
+    ("eval.tsv", "e.wav\t0.5\t1.5\tdog", "the event ends at 1.5 s, after the end of e.wav \\(1.0000 s\\)"),
+    ("eval.tsv", "other.wav\t\t\t", "'other.wav' is not a file in the audio folder .*eval"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("bad_file", "bad_row", "message"), BAD_ROWS)
+def test_a_bad_label_row_is_an_error_naming_the_file_and_line(tmp_path, bad_file, bad_row, message):
+    where = f"{bad_file}, line {2 if bad_file == 'strong.jsonl' else 3}"
+    with pytest.raises(ValueError, match=f"{where}: {message} \\(on_bad_file 'skip' skips such rows\\)$"):
+        label_task(tmp_path, bad_file, bad_row)
+
+
+@pytest.mark.parametrize(("bad_file", "bad_row", "message"), BAD_ROWS)
+def test_on_bad_file_skip_leaves_the_bad_row_out_and_counts_it(tmp_path, bad_file, bad_row, message):
+    task = label_task(tmp_path, bad_file, bad_row, "skip")
+    split = "eval" if bad_file == "eval.tsv" else "train"
+    assert [len(task.skipped_rows[name]) for name in ("train", "eval")] == [split == "train", split == "eval"]
+    [skipped] = task.skipped_rows[split]
+    assert re.fullmatch(f".*{bad_file}, line {2 if bad_file == 'strong.jsonl' else 3}: {message}.*", skipped)
+    # Only the bad row goes: the good rows around it stay, the event ending 0.3 ms past b.wav's end among them.
+    assert {example["name"]: example["events"] for example in task.train} == {
+        "a.wav": [(0.1, 0.4, "dog")], "b.wav": [(0.2, 1.0, "siren")], "c.wav": None,
+    }  # fmt: skip
+    assert {example["name"]: example["events"] for example in task.eval} == {"e.wav": [(0.1, 0.3, "dog")]}

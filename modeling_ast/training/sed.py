@@ -18,6 +18,13 @@ the collator makes the targets after every augmentation, from the moved events:
   move by shift x 10 ms, wrapping around the clip's rolled length (an event that wraps becomes two), and the targets
   are recomputed (`roll_events`);
 - SpecAugment time masks: targets unchanged, since the event still happened (as clip labels are left unchanged).
+
+Bad label rows (`LabelRowCheck`). Every row of the label files is checked before training starts: its clip must be a
+file of the split's audio folder; a strong row's event must have 0 <= onset < offset (`sed_metrics.checked_event`)
+and end by the clip's end (`END_TOLERANCE_S`); an evaluation event's label must be a training label (the label space
+is the training labels'). A bad row is a ValueError naming the labels file and line, or, with on_bad_file "skip", left
+out and counted (`TaskData.skipped_rows`). A skipped row takes only its own event: the clip's other rows still count,
+and a clip all of whose rows are skipped is left out.
 """
 
 from __future__ import annotations
@@ -27,11 +34,12 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from transformers import EvalPrediction
+from transformers.utils import logging
 
 from ..audio_io import audio_duration
 from ..configuration_ast import ASTConfig
@@ -43,26 +51,47 @@ from ..modeling_ast_frames import ASTForAudioFrameClassification, column_centres
 from .augment import crop_start, mix_waveforms, sample_mixup_lambda
 from .collator import AudioCollator
 from .datasets import AudioDataset, Item
-from .labels import LabelSpace
+from .decoding import OnBadFile, check_on_bad_file
+from .labels import LabelSpace, list_names
 from .sampling import WAVEFORM_STAGE, seeded_generator
-from .sed_metrics import Event, checked_event, event_f1, psds, read_strong_tsv
+from .sed_metrics import Event, LabelRow, checked_event, event_f1, events_by_clip, psds, read_strong_rows
 from .sources import Example
 from .task import TaskData, task_from_examples
 
+logger = logging.get_logger(__name__)
+
 __all__ = [
+    "END_TOLERANCE_S",
+    "LabelRowCheck",
     "SEDArguments",
     "SEDCollator",
     "SEDDataset",
+    "WeakRow",
     "crop_events",
     "frame_model",
     "frame_targets",
+    "read_strong_label_rows",
     "read_strong_labels",
     "read_weak_labels",
+    "read_weak_rows",
     "roll_events",
     "sed_examples",
     "sed_metrics_fn",
     "sed_task",
 ]
+
+END_TOLERANCE_S = 0.001
+"""How far past its clip's end an event may end. Label TSVs hold times in seconds with 3 decimals
+(`sed_metrics.write_events_tsv` rounds, other tools may round up), so an event that ends with its clip is written up
+to 1 ms after the clip's exact length (a 159 995-sample clip at 16 kHz is 9.9996875 s; its end is written 10.000)."""
+
+
+class WeakRow(NamedTuple):
+    """One data row of a weak-label file: the `clip` it names, its `labels` and `where` it is ("FILE, line N")."""
+
+    clip: str
+    labels: list[str]
+    where: str
 
 
 @dataclass
@@ -90,15 +119,78 @@ class SEDArguments:
         return bool(self.strong_labels or self.weak_labels)
 
 
-def sed_task(args: SEDArguments, check_files: bool = True) -> TaskData:
-    """The task of `args`' label files (multi-label; its datasets are `SEDDataset`s)."""
-    strong = read_strong_labels(args.strong_labels) if args.strong_labels else {}
-    weak = read_weak_labels(args.weak_labels) if args.weak_labels else {}
+def sed_task(args: SEDArguments, on_bad_file: OnBadFile = "error") -> TaskData:
+    """The task of `args`' label files (multi-label; its datasets are `SEDDataset`s), every row checked
+    (`LabelRowCheck`): a bad row is a ValueError naming its file and line, or with `on_bad_file` "skip" left out and
+    listed in the task's `skipped_rows` (split -> messages) and a warning."""
+    check_on_bad_file(on_bad_file)
+    train_rows = LabelRowCheck(Path(args.audio_dir), on_bad_file)
+    strong = train_rows.strong(read_strong_label_rows(args.strong_labels)) if args.strong_labels else {}
+    weak = train_rows.weak(read_weak_rows(args.weak_labels)) if args.weak_labels else {}
     train = sed_examples(args.audio_dir, strong, weak)
-    evaluation = sed_examples(args.eval_audio_dir, read_strong_labels(args.eval_strong_labels), {})
+    training_labels = frozenset(label for example in train for label in example["labels"])
+    eval_rows = LabelRowCheck(Path(args.eval_audio_dir), on_bad_file, training_labels)
+    eval_events = eval_rows.strong(read_strong_label_rows(args.eval_strong_labels))
+    evaluation = sed_examples(args.eval_audio_dir, eval_events, {})
     files = " + ".join(str(name) for name in (args.strong_labels, args.weak_labels) if name)
-    task = task_from_examples(train, evaluation, f"events {files} / {args.eval_strong_labels}", True, check_files)
-    return replace(task, dataset_class=SEDDataset)
+    source = f"events {files} / {args.eval_strong_labels}"
+    task = task_from_examples(train, evaluation, source, True, on_bad_file == "error")
+    skipped = {"train": train_rows.skipped, "eval": eval_rows.skipped}
+    for split, messages in skipped.items():
+        if messages:
+            more = f"; and {len(messages) - 5} more" if len(messages) > 5 else ""
+            logger.warning(f"{split} labels: skipped {len(messages)} bad row(s): {'; '.join(messages[:5])}{more}")
+    return replace(task, dataset_class=SEDDataset, skipped_rows=skipped)
+
+
+@dataclass
+class LabelRowCheck:
+    """The check of one split's label rows against its `audio_dir` and, for evaluation labels, the training
+    `labels` (None for the training split, whose labels make the label space). A bad row (module docstring) is a
+    ValueError naming its file and line, or with `on_bad_file` "skip" left out and its message kept in `skipped`."""
+
+    audio_dir: Path
+    on_bad_file: OnBadFile = "error"
+    labels: frozenset[str] | None = None
+    skipped: list[str] = field(default_factory=list)
+    durations: dict[str, float] = field(default_factory=dict)  # clip -> seconds, read once per clip
+
+    def strong(self, rows: Sequence[LabelRow]) -> dict[str, list[Event]]:
+        """Clip -> events of the good rows (a clip listed without events -> [])."""
+        return events_by_clip(row for row in rows if self._keep(self._problem(row.clip, row.event, row.where)))
+
+    def weak(self, rows: Sequence[WeakRow]) -> dict[str, list[str]]:
+        """Clip -> labels of the good rows."""
+        return {row.clip: row.labels for row in rows if self._keep(self._problem(row.clip, None, row.where))}
+
+    def _keep(self, problem: str | None) -> bool:
+        if problem is None:
+            return True
+        if self.on_bad_file == "error":
+            raise ValueError(f"{problem} (on_bad_file 'skip' skips such rows)")
+        self.skipped.append(problem)
+        return False
+
+    def _problem(self, clip: str, event: Event | None, where: str) -> str | None:
+        """What is wrong with a row naming `clip` (and `event`), as a message naming `where`; None if nothing."""
+        path = self.audio_dir / clip
+        if not path.is_file():
+            return f"{where}: {clip!r} is not a file in the audio folder {self.audio_dir}"
+        if event is None:
+            return None
+        try:
+            _, offset, label = checked_event(*event, where)
+        except ValueError as error:
+            return str(error)
+        if clip not in self.durations:
+            self.durations[clip] = audio_duration(path)
+        duration = self.durations[clip]  # 0.0 when the header does not tell: such a clip is checked when decoded
+        if duration and offset > duration + END_TOLERANCE_S:
+            return f"{where}: the event ends at {offset} s, after the end of {clip} ({duration:.4f} s)"
+        if self.labels is not None and label not in self.labels:
+            return (f"{where}: label {label!r} is not a training label ({list_names(sorted(self.labels))}); the model "
+                    "cannot detect a class it never trains on")  # fmt: skip
+        return None
 
 
 def frame_model(model_name_or_path: str, label_space: LabelSpace) -> ASTForAudioFrameClassification:
@@ -109,11 +201,12 @@ def frame_model(model_name_or_path: str, label_space: LabelSpace) -> ASTForAudio
     )
 
 
-def read_strong_labels(path: str | os.PathLike) -> dict[str, list[Event]]:
-    """Clip -> events of a DCASE strong TSV or of JSON Lines (`.jsonl`/`.json`) with the same four fields."""
+def read_strong_label_rows(path: str | os.PathLike) -> list[LabelRow]:
+    """The rows of a DCASE strong TSV (`sed_metrics.read_strong_rows`) or of JSON Lines (`.jsonl`/`.json`) with the
+    same four fields, each with its line; only their format is checked here (`LabelRowCheck` checks the rest)."""
     if Path(path).suffix.lower() not in (".jsonl", ".json"):
-        return read_strong_tsv(path)
-    events: dict[str, list[Event]] = {}
+        return read_strong_rows(path)
+    rows = []
     for row in read_manifest(path, path_column="filename"):
         where = f"{path}, line {row.line}"
         try:
@@ -121,23 +214,35 @@ def read_strong_labels(path: str | os.PathLike) -> dict[str, list[Event]]:
             onset, offset, label = float(fields["onset"]), float(fields["offset"]), str(fields["event_label"])
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{where}: needs numeric onset, offset and an event_label") from None
-        events.setdefault(row.path, []).append(checked_event(onset, offset, label, where))
-    return events
+        rows.append(LabelRow(row.path, (onset, offset, label), where))
+    return rows
 
 
-def read_weak_labels(path: str | os.PathLike) -> dict[str, list[str]]:
-    """Clip -> labels of a DCASE weak TSV (header `filename event_labels`, labels comma-separated, may be empty)."""
+def read_strong_labels(path: str | os.PathLike) -> dict[str, list[Event]]:
+    """Clip -> events of a DCASE strong TSV or of JSON Lines (`read_strong_label_rows`), every event checked by
+    `sed_metrics.checked_event` (ValueError naming the file and line)."""
+    return events_by_clip(read_strong_label_rows(path))
+
+
+def read_weak_rows(path: str | os.PathLike) -> list[WeakRow]:
+    """The rows of a DCASE weak TSV (header `filename event_labels`, labels comma-separated, may be empty), each with
+    its line."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     if not lines or lines[0].split("\t") != ["filename", "event_labels"]:
         raise ValueError(f"{path}: the first line must be the header 'filename<TAB>event_labels'")
-    labels = {}
+    rows = []
     for number, line in enumerate(lines[1:], start=2):
         if line.strip():
             name, _, text = line.partition("\t")
             if not name:
                 raise ValueError(f"{path}, line {number}: empty filename")
-            labels[name] = [label for label in text.split(",") if label]
-    return labels
+            rows.append(WeakRow(name, [label for label in text.split(",") if label], f"{path}, line {number}"))
+    return rows
+
+
+def read_weak_labels(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Clip -> labels of a DCASE weak TSV (`read_weak_rows`; a clip listed twice keeps its last row)."""
+    return {row.clip: row.labels for row in read_weak_rows(path)}
 
 
 def sed_examples(

@@ -27,16 +27,30 @@ import contextlib
 import math
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from ..conversion.io import atomic_output_file
 
-__all__ = ["Event", "checked_event", "event_f1", "psds", "read_strong_tsv", "write_events_tsv"]
+__all__ = [
+    "Event", "LabelRow", "checked_event", "event_f1", "events_by_clip", "psds", "read_strong_rows", "read_strong_tsv",
+    "write_events_tsv",
+]
 
 Event = tuple[float, float, str]
+
+
+class LabelRow(NamedTuple):
+    """One data row of a strong-label file as written: the `clip` it names, its `event` (times not yet checked;
+    None for a row that lists a clip without events) and `where` it is ("FILE, line N"), which every later check of
+    the row names."""
+
+    clip: str
+    event: Event | None
+    where: str
 
 STRONG_HEADER = ("filename", "onset", "offset", "event_label")
 PSDS_SCENARIOS: dict[str, dict[str, float | None]] = {
@@ -203,22 +217,22 @@ def event_f1(
     return results
 
 
-def _parse_strong_row(fields: list[str], where: str) -> tuple[str, Event | None]:
-    """(clip, event) of one data row; the event is None for DCASE's row of a clip without events."""
+def _parse_strong_row(fields: list[str], where: str) -> LabelRow:
+    """One data row, its format checked (field count, filename, numeric times, label), its times not."""
     if len(fields) != len(STRONG_HEADER):
         raise ValueError(f"{where}: expected {len(STRONG_HEADER)} tab-separated fields, got {len(fields)}")
     clip, onset_text, offset_text, label = fields
     if not clip:
         raise ValueError(f"{where}: empty filename")
     if not (onset_text or offset_text or label):
-        return clip, None
+        return LabelRow(clip, None, where)
     try:
         onset, offset = float(onset_text), float(offset_text)
     except ValueError:
         raise ValueError(f"{where}: onset and offset must be numbers, got {onset_text!r} and {offset_text!r}") from None
     if not label:
         raise ValueError(f"{where}: empty event_label")
-    return clip, checked_event(onset, offset, label, where)
+    return LabelRow(clip, (onset, offset, label), where)
 
 
 def checked_event(onset: float, offset: float, label: str, where: str) -> Event:
@@ -229,23 +243,39 @@ def checked_event(onset: float, offset: float, label: str, where: str) -> Event:
     return onset, offset, label
 
 
-def read_strong_tsv(path: str | os.PathLike) -> dict[str, list[Event]]:
-    """Events of a DCASE strong-label TSV (header `filename onset offset event_label`), clip -> events in file
-    order. A row with only a filename is a clip without events (DCASE's way of listing one). ValueError naming the
-    file and line for a bad header or row (wrong field count, non-numeric or negative times, onset >= offset)."""
+def read_strong_rows(path: str | os.PathLike) -> list[LabelRow]:
+    """The data rows of a DCASE strong-label TSV (header `filename onset offset event_label`) in file order, each
+    with its line; a row with only a filename is a clip without events (DCASE's way of listing one). ValueError
+    naming the file and line for a bad header or a malformed row (wrong field count, empty filename or label,
+    non-numeric times); the times themselves are checked by `checked_event` (`events_by_clip`, or the training
+    reader, which may skip a bad row)."""
     with open(path, encoding="utf-8") as handle:
         lines = handle.read().splitlines()
     if not lines or tuple(lines[0].split("\t")) != STRONG_HEADER:
         raise ValueError(f"{path}: the first line must be the header {chr(9).join(STRONG_HEADER)!r} (tab-separated)")
+    return [
+        _parse_strong_row(line.split("\t"), f"{path}, line {number}")
+        for number, line in enumerate(lines[1:], start=2)
+        if line.strip()
+    ]
+
+
+def events_by_clip(rows: Iterable[LabelRow]) -> dict[str, list[Event]]:
+    """Clip -> its events in row order, each checked by `checked_event` (ValueError naming the row's file and line);
+    a clip listed without events maps to []."""
     events: dict[str, list[Event]] = {}
-    for line_number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        clip, event = _parse_strong_row(line.split("\t"), f"{path}, line {line_number}")
+    for clip, event, where in rows:
         events.setdefault(clip, [])
         if event is not None:
-            events[clip].append(event)
+            events[clip].append(checked_event(*event, where))
     return events
+
+
+def read_strong_tsv(path: str | os.PathLike) -> dict[str, list[Event]]:
+    """Events of a DCASE strong-label TSV, clip -> events in file order (`read_strong_rows`, `events_by_clip`).
+    ValueError naming the file and line for a bad header or row (wrong field count, non-numeric or negative times,
+    onset >= offset)."""
+    return events_by_clip(read_strong_rows(path))
 
 
 def write_events_tsv(events: Mapping[str, Sequence[Event]], path: str | os.PathLike) -> None:

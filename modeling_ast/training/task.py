@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,9 @@ class TaskData:
     train_labels: list[list[str]] | None = None
     # The map-style dataset of the clips (`sed.SEDDataset` for sound event detection).
     dataset_class: type[AudioDataset] = AudioDataset
+    # Label rows left out under on_bad_file "skip" (sound event detection's label files): split -> why, each message
+    # naming the row's file and line.
+    skipped_rows: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def streaming(self) -> bool:
