@@ -12,8 +12,10 @@ import re
 
 import numpy as np
 import pytest
+from conftest import import_example
 import soundfile
 import torch
+from transformers import pipeline
 
 from modeling_ast import ASTFeatureExtractor, ASTForAudioFrameClassification
 from modeling_ast.training.augment import AugmentConfig
@@ -23,6 +25,7 @@ from modeling_ast.training.sed import (
     SEDArguments, SEDCollator, SEDDataset, frame_targets, read_strong_labels, read_weak_labels, sed_examples,
     sed_metrics_fn, sed_task,
 )  # fmt: skip
+from modeling_ast.training.sed_metrics import read_strong_tsv
 from tiny_models import tiny_config
 
 RATE = 16000
@@ -232,3 +235,38 @@ def test_on_bad_file_skip_leaves_the_bad_row_out_and_counts_it(tmp_path, bad_fil
         "a.wav": [(0.1, 0.4, "dog")], "b.wav": [(0.2, 1.0, "siren")], "c.wav": None,
     }  # fmt: skip
     assert {example["name"]: example["events"] for example in task.eval} == {"e.wav": [(0.1, 0.3, "dog")]}
+
+
+# ---- the training script, end to end ----
+
+
+def test_the_script_trains_a_frame_model_on_soundscapes_and_the_pipeline_loads_it(fsdd_dir, tmp_path, capsys):
+    """A tiny run of examples/run_audio_classification.py on 6 + 3 soundscapes of the FSDD recordings the repository
+    ships, under --on_bad_file skip: a training row naming a missing file and the evaluation rows whose digit no
+    training soundscape holds are left out and counted."""
+    folders = import_example("soundscapes").make_soundscapes(fsdd_dir, tmp_path / "data", num_train=6, num_eval=3)
+    train_labels = tmp_path / "train.tsv"
+    train_labels.write_text((folders["train"] / "strong.tsv").read_text() + "gone.wav\t1.000\t2.000\tone\n")
+    known = {label for events in read_strong_tsv(folders["train"] / "strong.tsv").values() for *_, label in events}
+    eval_events = read_strong_tsv(folders["eval"] / "strong.tsv")
+    unknown = sum(label not in known for events in eval_events.values() for *_, label in events)
+    assert 0 < unknown < sum(map(len, eval_events.values()))  # some evaluation events are scored, some skipped
+    output_dir = tmp_path / "model"
+    result = import_example("run_audio_classification").main([
+        "--strong_labels", str(train_labels), "--audio_dir", str(folders["train"] / "audio"),
+        "--eval_strong_labels", str(folders["eval"] / "strong.tsv"), "--eval_audio_dir", str(folders["eval"] / "audio"),
+        "--on_bad_file", "skip", "--output_dir", str(output_dir), "--num_train_epochs", "1",
+        "--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--intermediate_size", "64",
+        "--max_length", "1000", "--frequency_stride", "16", "--time_stride", "10",
+        "--per_device_train_batch_size", "6", "--eval_strategy", "no", "--disable_tqdm", "true", "--report_to", "none",
+    ])  # fmt: skip
+    assert result["skipped_label_rows"] == {"train": 1, "eval": unknown}
+    assert f"skipped bad label rows: 1 training row(s), {unknown} eval row(s)" in capsys.readouterr().out
+    metrics = json.loads((output_dir / "eval_results.json").read_text())
+    for name in ("psds1", "psds2", "event_f1", "segment_f1"):
+        assert 0.0 <= metrics[f"eval_{name}"] <= 1.0, name
+
+    detector = pipeline("sound-event-detection", model=str(output_dir))
+    events = detector(str(folders["eval"] / "audio" / "eval_00001.wav"), threshold=0.0)
+    assert events and {event["label"] for event in events} <= known
+    assert all(0.0 <= event["start"] < event["end"] <= 10.0 for event in events)
