@@ -141,6 +141,54 @@ def energy_detector(directory) -> None:
     ASTFeatureExtractor(max_length=128, return_attention_mask=True).save_pretrained(directory)
 
 
+def loudness_detector(directory) -> None:
+    """A frame model with no Transformer block whose 'click' score rises with the loudness of a column: the patch
+    projection reads the patch mean into dimension 0, and both LayerNorms have eps 1, so that x / sqrt(var(x) + 1)
+    grows with x instead of keeping only its sign (as eps ~ 0 would): the score is increasing in the column's mean
+    over frequency of (increasing functions of) its patch means."""
+    model = tiny_model(ASTForAudioFrameClassification, num_hidden_layers=0, id2label={0: "click"}, layer_norm_eps=1.0,
+                       head_layer_norm_eps=1.0)  # fmt: skip
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        model.ast.embeddings.patch_embed.proj.weight[0] = 1 / 256
+        for norm in (model.ast.norm, model.classifier.norm):
+            norm.weight.fill_(1.0)
+        model.classifier.fc.weight[0, 0] = 1.0
+    model.save_pretrained(directory)
+    ASTFeatureExtractor(max_length=128, return_attention_mask=True).save_pretrained(directory)
+
+
+def columns_holding(sample: int, num_columns: int) -> list[int]:
+    """The columns whose frames hold `sample`, from the Kaldi framing alone: frame k covers samples
+    [160 k, 160 k + 400) and column j frames [10 j, 10 j + 16) (time stride 10, 16-frame patches)."""
+    frames = [k for k in range(sample // 160 + 1) if 160 * k <= sample < 160 * k + 400]
+    return sorted({j for j in range(num_columns) for k in frames if 10 * j <= k < 10 * j + 16})
+
+
+def test_a_click_lands_in_the_column_whose_frames_hold_it(tmp_path):
+    """A single loud sample in faint noise, 3 s at 16 kHz (three windows of 12 columns, merged): the loudest column
+    holds the click. At 1600 j + 1200 the click is in frames 10 j + 6 and 10 j + 7, which only column j holds (its
+    neighbours end at frame 10 j + 5 and start at 10 j + 10); elsewhere it may be in two columns."""
+    loudness_detector(tmp_path / "model")
+    detector = pipeline("sound-event-detection", model=str(tmp_path / "model"))
+    rng = np.random.default_rng(0)
+    alone = [1600 * column + 1200 for column in (0, 5, 11, 12, 13, 23, 27)]  # 12 and 24: window starts
+    samples = alone + rng.integers(400, 3 * RATE - 400, 8).tolist()
+    recordings = [{"raw": rng.normal(0, 1e-3, 3 * RATE).astype(np.float32), "sampling_rate": RATE} for _ in samples]
+    for sample, recording in zip(samples, recordings):
+        recording["raw"][sample] = 1.0
+    for sample, output in zip(samples, detector(recordings, return_frame_scores=True)):
+        scores = output["frame_scores"][:, 0]
+        loudest = int(scores.argmax())
+        holding = columns_holding(sample, len(scores))
+        assert loudest in holding, (sample, loudest, holding)
+        if sample in alone:
+            assert holding == [(sample - 1200) // 1600]
+        # A column spans 15 x 160 + 400 = 2800 samples: its centre is within 1400 samples of every sample it holds.
+        assert abs(float(output["column_centres"][loudest]) * RATE - sample) < 1400
+
+
 def test_an_event_across_window_seams_is_one_event(tmp_path):
     energy_detector(tmp_path / "model")
     detector = pipeline("sound-event-detection", model=str(tmp_path / "model"))
