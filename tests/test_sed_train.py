@@ -209,8 +209,8 @@ BAD_ROWS = [
     ("strong.jsonl", '{"filename": "gone.wav", "onset": 0.1, "offset": 0.2, "event_label": "dog"}',
      "'gone.wav' is not a file in the audio folder .*train"),
     ("weak.tsv", "missing.wav\tdog,siren", "'missing.wav' is not a file in the audio folder .*train"),
-    ("eval.tsv", "e.wav\t0.4\t0.6\tcat", "label 'cat' is not a training label \\(dog, siren\\); the model cannot detect"
-     " a class it never trains on"),
+    ("eval.tsv", "e.wav\t0.4\t0.6\tcat",
+     "label 'cat' is not a training label \\(dog, siren\\); the model cannot detect a class it never trains on"),
     ("eval.tsv", "e.wav\t0.5\t1.5\tdog", "the event ends at 1.5 s, after the end of e.wav \\(1.0000 s\\)"),
     ("eval.tsv", "other.wav\t\t\t", "'other.wav' is not a file in the audio folder .*eval"),
 ]  # fmt: skip
