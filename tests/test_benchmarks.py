@@ -1,4 +1,5 @@
-"""The GPU benchmark's code paths, run on the CPU with a tiny model (the figures themselves need a GPU)."""
+"""Benchmark code paths with tiny models: the GPU benchmark's run on the CPU (the figures themselves need a GPU), and
+the sound event detection benchmark's on a 3 s recording."""
 
 import json
 import sys
@@ -9,6 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 gpu = pytest.importorskip("gpu")  # benchmarks/gpu.py
+sed_benchmark = pytest.importorskip("sed")  # benchmarks/sed.py
 
 
 def test_gpu_benchmark_runs_every_section_on_the_cpu(tmp_path):
@@ -36,3 +38,14 @@ def test_without_cuda_the_default_device_is_refused_with_a_hint(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="--device cpu --tiny"):
         gpu.main(["--output", "/nonexistent/never-written.md"])
+
+
+def test_sed_benchmark_times_the_pipeline_on_a_wav_in_a_child_process(tmp_path):
+    output = tmp_path / "sed.md"
+    [row] = sed_benchmark.main(["--tiny", "--minutes", "0.05", "--output", str(output)])
+    recording, wall, speed, rss_before, peak, events = row
+    assert recording == "0.05 min, 16 kHz WAV" and speed == pytest.approx(3.0 / wall)  # 3 s of audio
+    assert 0 < rss_before <= peak and events >= 0
+    table = output.read_text()
+    assert "tiny model" in table and "load average" in table
+    assert json.loads(output.with_suffix(".json").read_text())["rows"] == [list(row)]
