@@ -26,6 +26,7 @@ from modeling_ast.events import EventOptions, detect_events
 from modeling_ast.modeling_ast_frames import column_grid
 from modeling_ast.tagging import TagOptions, tag_collection
 from modeling_ast.tagging.cli import main as ast_tag
+from modeling_ast.tagging.records import read_output
 from modeling_ast.training.sed_metrics import read_strong_tsv
 
 SCORE_TOLERANCE = 1e-6  # the same forward pass, batched by the pipeline or not (measured equal)
@@ -188,6 +189,18 @@ def test_other_event_options_are_refused_and_overwrite_tags_again(tmp_path, mode
     assert read_strong_tsv(output) == {name: [] for name in sorted({**BURSTS, **LONG})}
     rows = [json.loads(line) for line in Path(f"{output}.rows.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and {row["tagged_with"]["threshold"] for row in rows} == {0.99}
+
+
+def test_per_label_settings_and_csv_rows_read_back_as_written(tmp_path, model_dir, recordings):
+    """A rerun finds its own records current: per-label settings given as tuples are stored as the lists JSON gives
+    back, and CSV rows read back as the JSON Lines rows of the same run."""
+    options = TagOptions(events=True, threshold=(0.5,), low=(0.3,), median_window=(3,))
+    for suffix in (".csv", ".jsonl"):
+        tag_collection(model_dir, recordings, tmp_path / f"events{suffix}", options, progress=False)
+    written = (tmp_path / "events.csv").read_bytes()
+    tag_collection(model_dir, recordings, tmp_path / "events.csv", options, progress=False)  # raises if not current
+    assert (tmp_path / "events.csv").read_bytes() == written
+    assert read_output(tmp_path / "events.csv", events=True) == read_output(tmp_path / "events.jsonl", events=True)
 
 
 def test_a_model_of_the_other_kind_is_named_with_what_to_do(tmp_path, model_dir, recordings, capsys):
