@@ -203,6 +203,18 @@ def test_per_label_settings_and_csv_rows_read_back_as_written(tmp_path, model_di
     assert read_output(tmp_path / "events.csv", events=True) == read_output(tmp_path / "events.jsonl", events=True)
 
 
+def test_an_unreadable_recording_is_an_error_row_and_left_out_of_the_tsv(tmp_path, model_dir, recordings):
+    folder = shutil.copytree(recordings, tmp_path / "in")
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00 not audio at all")
+    output = tmp_path / "events.tsv"
+    assert ast_tag([str(model_dir), str(folder), str(output), "--events"]) == 0
+    rows = [json.loads(line) for line in Path(f"{output}.rows.jsonl").read_text().splitlines()]
+    [broken] = [row for row in rows if row["input"] == "broken.wav"]
+    assert broken["event_label"] is None and "broken.wav" in broken["error"]
+    assert all(row["error"] is None for row in rows if row is not broken)
+    assert sorted(read_strong_tsv(output)) == sorted({**BURSTS, **LONG})  # DCASE has no row for "not read"
+
+
 def test_a_model_of_the_other_kind_is_named_with_what_to_do(tmp_path, model_dir, recordings, capsys):
     classifier_dir = save_tiny_digit_classifier(tmp_path / "classifier")
     capsys.readouterr()  # saving's progress bar
