@@ -4,7 +4,8 @@ option sets or two versions of a recording.
 Every record carries
 - "tagged_with": the model (`model`: the path or Hub id given; `weights_sha256`: the sha256 of its config, feature
   extractor settings and weights files, or of a pipeline object's weights and settings in memory; with --onnx also
-  `onnx` and `onnx_sha256`) and the options that change records (`RECORD_OPTIONS`);
+  `onnx` and `onnx_sha256`) and the options that change records (`record_options`: `RECORD_OPTIONS`, or with
+  --events `"events": true`, `EVENT_RECORD_OPTIONS` and the event settings, defaults filled in);
 - "source": its input as it was when tagged: a file's size and modification time, or a saved dataset's fingerprint
   (`datasets` derives it from the rows' content, so a rebuilt dataset with other audio has another one).
 
@@ -20,6 +21,7 @@ time would trust what the hash is there to check.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -34,7 +36,10 @@ from .inputs import TagInput
 if TYPE_CHECKING:
     from .run import TagOptions
 
-__all__ = ["RECORD_OPTIONS", "Provenance", "input_identities", "model_folder", "run_fingerprint"]
+__all__ = [
+    "EVENT_RECORD_OPTIONS", "RECORD_OPTIONS", "Provenance", "input_identities", "model_folder", "record_options",
+    "run_fingerprint",
+]
 
 # The files that decide what a checkpoint folder computes (the training state and checkpoint-N folders do not).
 MODEL_FILE_PATTERNS = (
@@ -43,6 +48,8 @@ MODEL_FILE_PATTERNS = (
 )
 # The TagOptions that change a record (batch sizes, workers and the device only change how fast it is made).
 RECORD_OPTIONS = ("top_k", "chunk_length_s", "stride_length_s", "aggregation", "threshold")
+# With --events: the windows, then the event settings (`events.EventOptions`: threshold, low, median_window).
+EVENT_RECORD_OPTIONS = ("chunk_length_s", "stride_length_s")
 NAME_FIELDS = ("model", "onnx")  # what the model was called: shown, not compared
 _SHOWN = 5  # inputs named in a message
 
@@ -85,7 +92,19 @@ def run_fingerprint(model: Any, folder: Path | None, onnx: Path | None, options:
         run = {"model": os.fspath(model), "weights_sha256": _files_sha256(files, folder)}
     if onnx is not None:
         run.update(onnx=os.fspath(onnx), onnx_sha256=file_sha256(onnx))
-    return run | {name: getattr(options, name) for name in RECORD_OPTIONS}
+    return run | record_options(options)
+
+
+def record_options(options: TagOptions) -> dict[str, Any]:
+    """The options stored in "tagged_with". Clip records keep exactly the fields they always had (or every record
+    written before --events existed would stop being current); event records say they are events and store the
+    event settings with their defaults filled in, so a record states the threshold it was cut at."""
+    if not options.events:
+        return {name: getattr(options, name) for name in RECORD_OPTIONS}
+    settings = dataclasses.asdict(options.event_options())
+    # as JSON gives them back: a per-label tuple must compare equal to the list read from a record
+    settings = {name: list(value) if isinstance(value, (list, tuple)) else value for name, value in settings.items()}
+    return {"events": True, **{name: getattr(options, name) for name in EVENT_RECORD_OPTIONS}, **settings}
 
 
 def _files_sha256(files: Iterable[Path], folder: Path) -> str:
