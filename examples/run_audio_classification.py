@@ -23,7 +23,7 @@ import functools
 import importlib.util
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +37,8 @@ from modeling_ast.training.collator import AudioCollator
 from modeling_ast.training.metrics import compute_metrics_fn
 from modeling_ast.training.recipes import RecipeArguments, check_recipe, parse_args_with_recipe
 from modeling_ast.training.report import headline, pipeline_top3, save_plot, training_summary, write_model_card
-from modeling_ast.training.sed import SEDArguments, SEDCollator, frame_model, sed_metrics_fn, sed_task
+from modeling_ast.training.sed import SEDArguments, SEDCollator, frame_model, sed_task
+from modeling_ast.training.sed_evaluation import eval_windows, sed_metrics_fn
 from modeling_ast.training.sources import folder_examples, manifest_examples
 from modeling_ast.training.starting_points import feature_extractor_for, pretrained_for_task, with_patchout
 from modeling_ast.training.task import TaskData, task_from_datasets, task_from_examples
@@ -285,7 +286,10 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
     if is_main:
         print(f"model: {model.num_parameters():,} parameters, {model.config.max_length} frames")
 
-    # 4. Datasets and collator: training clips cropped and augmented per draw, evaluation clips plain.
+    # 4. Datasets and collator: training clips cropped and augmented per draw, evaluation clips plain (for sound event
+    # detection whole, in the windows the pipeline runs).
+    if sed:
+        data = replace(data, eval=eval_windows(data.eval, model.config, feature_extractor))
     augment = recipe.augment()
     train_set, eval_set = data.datasets(
         feature_extractor, augment, data_seed(training_args), data_args.on_bad_file, data_args.shuffle_buffer_size
@@ -310,7 +314,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
         "metrics": prediction.metrics,
         "results": results,
         "eval_accuracy": prediction.metrics.get("eval_accuracy"),
-        "num_eval_clips": len(prediction.predictions[0] if sed else prediction.label_ids),
+        "num_eval_clips": len({example["name"] for example in data.eval}) if sed else len(prediction.label_ids),
         "skipped_files": {"train": train_set.bad_files.total, "eval": eval_set.bad_files.last_pass_count},
         "skipped_label_rows": {split: len(rows) for split, rows in data.skipped_rows.items()},
         "output_dir": output_dir,

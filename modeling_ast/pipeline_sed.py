@@ -32,7 +32,8 @@ from .modeling_ast import class_scores
 from .modeling_ast_frames import column_grid
 from .pipeline_ast import checkpoint_features
 
-__all__ = ["SoundEventDetectionPipeline", "column_aligned_starts", "real_columns"]
+__all__ = ["SoundEventDetectionPipeline", "column_aligned_starts", "column_samples", "real_columns",
+           "sed_window_starts"]  # fmt: skip
 
 _EVENT_OPTIONS = ("threshold", "low", "median_window")
 
@@ -51,6 +52,21 @@ def column_aligned_starts(num_samples: int, window: int, hop: int, column: int) 
         return [0]
     last = math.ceil((num_samples - window) / column) * column
     return sorted(set(range(0, last, hop)) | {last})
+
+
+def column_samples(config: ASTConfig, sampling_rate: int) -> int:
+    """Samples between the starts of neighbouring time columns (`time_stride` frame shifts)."""
+    return config.time_stride * FrameSpec.for_rate(sampling_rate).shift
+
+
+def sed_window_starts(config: ASTConfig, num_samples: int, window: int, stride: int, sampling_rate: int) -> list[int]:
+    """Where the windows of `window` samples overlapping by `stride` samples start in a recording of `num_samples`:
+    on the column grid, a whole number of columns apart (at least one, and no more than a window holds, or columns
+    would fall between windows); `column_aligned_starts`. The pipeline's windows, and training's evaluation windows."""
+    column = column_samples(config, sampling_rate)
+    window_columns = config.time_patches(num_frames(window, sampling_rate))
+    hop = max(1, min(window_columns, (window - stride) // column)) * column
+    return column_aligned_starts(num_samples, window, hop, column)
 
 
 class SoundEventDetectionPipeline(Pipeline):
@@ -91,18 +107,14 @@ class SoundEventDetectionPipeline(Pipeline):
         """A lazy window source and column-aligned window starts; nothing is featurised yet."""
         rate = self.feature_extractor.sampling_rate
         source = window_source(inputs, rate)
-        spec = FrameSpec.for_rate(rate)
-        column = self.model.config.time_stride * spec.shift  # samples between column starts
         window = round((chunk_length_s or self._default_chunk_s()) * rate)
-        # a whole number of columns, at least one, and no more than a window holds (or columns would fall between)
-        window_columns = self.model.config.time_patches(num_frames(window, rate))
-        hop = max(1, min(window_columns, (window - round(stride_length_s * rate)) // column)) * column
         if source.num_samples < num_samples_for_frames(self.model.config.patch_size, rate):
             raise ValueError(
                 f"the audio has {source.num_samples} samples ({source.num_samples / rate:.3f} s); the model needs at "
                 f"least one patch of frames ({num_samples_for_frames(self.model.config.patch_size, rate)} samples)"
             )
-        starts = column_aligned_starts(source.num_samples, window, hop, column)
+        starts = sed_window_starts(self.model.config, source.num_samples, window, round(stride_length_s * rate), rate)
+        column = column_samples(self.model.config, rate)
         return {"source": source, "starts": starts, "window": window, "column": column}
 
     def _forward(self, model_inputs: dict, window_batch_size: int = 8) -> dict:

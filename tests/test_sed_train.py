@@ -23,9 +23,12 @@ from modeling_ast.training.labels import LabelSpace
 from modeling_ast.training.sampling import DrawKey
 from modeling_ast.training.sed import (
     SEDArguments, SEDCollator, SEDDataset, frame_targets, read_strong_labels, read_weak_labels, sed_examples,
-    sed_metrics_fn, sed_task,
+    sed_task,
 )  # fmt: skip
-from modeling_ast.training.sed_metrics import read_strong_tsv
+from modeling_ast.training.sed_evaluation import eval_windows, sed_metrics_fn
+from modeling_ast.modeling_ast_frames import column_grid
+from modeling_ast.training.sed_metrics import event_f1, psds, read_strong_tsv
+from test_sed import loudness_detector
 from tiny_models import tiny_config
 
 RATE = 16000
@@ -160,13 +163,58 @@ def test_batches_train_the_frame_model_and_metrics_score_a_perfect_prediction(tm
     model = ASTForAudioFrameClassification(tiny_config(num_labels=2))
     output = model(**batch)
     assert output.logits.shape == batch["labels"].shape and output.loss.requires_grad
-    compute = sed_metrics_fn(examples, CONFIG, SPACE, ASTFeatureExtractor(max_length=128))
+    extractor = ASTFeatureExtractor(max_length=128)
+    compute = sed_metrics_fn(eval_windows(examples, CONFIG, extractor), CONFIG, SPACE, extractor)
     perfect = (batch["labels"] * 20 - 10).numpy()
     metrics = compute(type("Prediction", (), {"predictions": (perfect, None)})())
     assert metrics["event_f1"] == 1.0 and metrics["segment_f1"] == 1.0
     assert metrics["psds1"] > 0.5
     silent = compute(type("Prediction", (), {"predictions": np.full_like(perfect, -10.0)})())
     assert silent["event_f1"] == 0.0 and silent["psds1"] == 0.0
+
+
+def test_evaluation_scores_whole_clips_through_the_windows_the_pipeline_runs(tmp_path):
+    """A 3.3 s clip and a 1 s clip, a model with 1.28 s windows: the evaluation metrics equal those of the pipeline's
+    frame scores and events, computed with the metric functions directly (before, evaluation saw the first window
+    only and missed the burst at 2.5 s)."""
+    loudness_detector(tmp_path / "model")
+    space = LabelSpace(["click"], multi_label=True)
+    rng = np.random.default_rng(0)
+    strong = {"long.wav": [(0.4, 0.7, "click"), (2.5, 2.9, "click")], "short.wav": [(0.3, 0.5, "click")]}
+    for name, length in (("long.wav", 3.3), ("short.wav", 1.0)):
+        waveform = rng.standard_normal(round(length * RATE)) * 1e-3
+        for onset, offset, _ in strong[name]:
+            waveform[round(onset * RATE) : round(offset * RATE)] *= 300
+        write_clip(tmp_path, name, waveform.astype(np.float32))
+    model = ASTForAudioFrameClassification.from_pretrained(tmp_path / "model")
+    extractor = ASTFeatureExtractor.from_pretrained(tmp_path / "model")
+    # 1.28 s windows 12 columns apart, the last moved back to end with the clip (21 columns from its start)
+    windows = eval_windows(sed_examples(tmp_path, strong, {}), model.config, extractor)
+    assert [(window["name"], window["start"]) for window in windows] == [
+        ("long.wav", 0), ("long.wav", 12 * 1600), ("long.wav", 21 * 1600), ("short.wav", 0)]  # fmt: skip
+    collator = SEDCollator(extractor, config=model.config, label_space=space)
+    dataset = SEDDataset(windows, space, max_samples=20720)  # 128 frames, as the training script gives it
+    with torch.no_grad():
+        logits = torch.cat([model(**collator([dataset[index]])).logits for index in range(len(windows))])
+    metrics = sed_metrics_fn(windows, model.config, space, extractor)(
+        type("Prediction", (), {"predictions": logits.numpy()})()
+    )
+
+    detector = pipeline("sound-event-detection", model=str(tmp_path / "model"))
+    frame_scores, detected, durations = {}, {}, {}
+    for name in strong:
+        output = detector(str(tmp_path / name), return_frame_scores=True)
+        durations[name] = soundfile.info(tmp_path / name).frames / RATE
+        grid = column_grid(model.config, durations[name], RATE)
+        count = len(output["frame_scores"])
+        bounds = [grid.bounds(index, index + 1)[0] for index in range(count)] + [grid.bounds(count - 1, count)[1]]
+        frame_scores[name] = (np.asarray(bounds), output["frame_scores"].double().numpy())
+        detected[name] = [(event["start"], event["end"], event["label"]) for event in output["events"]]
+    expected = {**psds(frame_scores, strong, durations, ["click"]), **event_f1(detected, strong, ["click"])}
+    assert metrics.keys() == expected.keys()
+    for key, value in expected.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-6), key
+    assert expected["event_f1"] > 0.5  # the detector finds the bursts, the one in the third window too
 
 
 # ---- bad label rows: an error naming the labels file and line, or skipped and counted ----
@@ -257,11 +305,13 @@ def test_the_script_trains_a_frame_model_on_soundscapes_and_the_pipeline_loads_i
         "--eval_strong_labels", str(folders["eval"] / "strong.tsv"), "--eval_audio_dir", str(folders["eval"] / "audio"),
         "--on_bad_file", "skip", "--output_dir", str(output_dir), "--num_train_epochs", "1",
         "--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--intermediate_size", "64",
-        "--max_length", "1000", "--frequency_stride", "16", "--time_stride", "10",
+        "--max_length", "300", "--frequency_stride", "16", "--time_stride", "10",  # 3 s: evaluated in windows
         "--per_device_train_batch_size", "6", "--eval_strategy", "no", "--disable_tqdm", "true", "--report_to", "none",
     ])  # fmt: skip
     assert result["skipped_label_rows"] == {"train": 1, "eval": unknown}
     assert f"skipped bad label rows: 1 training row(s), {unknown} eval row(s)" in capsys.readouterr().out
+    assert result["num_eval_clips"] == len(eval_events) - sum(not events or all(label not in known for *_, label in events)
+                                                               for events in eval_events.values())
     metrics = json.loads((output_dir / "eval_results.json").read_text())
     for name in ("psds1", "psds2", "event_f1", "segment_f1"):
         assert 0.0 <= metrics[f"eval_{name}"] <= 1.0, name

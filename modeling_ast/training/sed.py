@@ -36,25 +36,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
-from transformers import EvalPrediction
 from transformers.utils import logging
 
 from ..audio_io import audio_duration
 from ..configuration_ast import ASTConfig
-from ..events import ColumnGrid, EventOptions, detect_events
-from ..fbank import FrameSpec, num_frames, num_samples_for_frames
-from ..feature_extraction_ast import ASTFeatureExtractor
+from ..fbank import FrameSpec
 from ..file_lists import read_manifest
-from ..modeling_ast_frames import ASTForAudioFrameClassification, column_centres, column_grid, column_hop
+from ..modeling_ast_frames import ASTForAudioFrameClassification, column_centres, column_hop
 from .augment import crop_start, mix_waveforms, sample_mixup_lambda
 from .collator import AudioCollator
 from .datasets import AudioDataset, Item
 from .decoding import OnBadFile, check_on_bad_file
 from .labels import LabelSpace, list_names
 from .sampling import WAVEFORM_STAGE, seeded_generator
-from .sed_metrics import Event, LabelRow, checked_event, event_f1, events_by_clip, psds, read_strong_rows
+from .sed_metrics import Event, LabelRow, checked_event, events_by_clip, read_strong_rows
 from .sources import Example
 from .task import TaskData, task_from_examples
 
@@ -76,7 +72,6 @@ __all__ = [
     "read_weak_rows",
     "roll_events",
     "sed_examples",
-    "sed_metrics_fn",
     "sed_task",
 ]
 
@@ -301,7 +296,7 @@ class SEDDataset(AudioDataset):
     def _item(self, waveform: torch.Tensor, example: Example, partner: Callable, seed: int | None) -> Item:
         labels = self.label_space.multi_hot(example["labels"])
         if seed is None:
-            waveform, events = self._window(waveform, example["events"], None)
+            waveform, events = self._window(waveform, example["events"], None, example.get("start", 0))
             return {"audio": waveform, "labels": labels, "events": events}
         generator = seeded_generator(seed, WAVEFORM_STAGE)
         waveform, events = self._window(waveform, example["events"], generator)
@@ -318,12 +313,18 @@ class SEDDataset(AudioDataset):
         return {"audio": waveform, "labels": labels, "events": events, "seed": seed}
 
     def _window(
-        self, waveform: torch.Tensor, events: list[Event] | None, generator: torch.Generator | None
+        self,
+        waveform: torch.Tensor,
+        events: list[Event] | None,
+        generator: torch.Generator | None,
+        example_start: int = 0,
     ) -> tuple[torch.Tensor, list[Event] | None]:
-        """The clip's training crop (at random with `generator`, else its start) and its events moved with it."""
+        """The clip's training crop (at random with `generator`, else from `example_start`) and its events moved
+        with it."""
         if self.max_samples is None:
             return waveform, events
-        start = 0 if generator is None else crop_start(waveform.shape[0], self.max_samples, generator)
+        # an evaluation window (`sed_evaluation.eval_windows`) says where it starts; a training crop is drawn
+        start = example_start if generator is None else crop_start(waveform.shape[0], self.max_samples, generator)
         window = waveform[start : start + self.max_samples]
         rate = self.sampling_rate
         return window, None if events is None else crop_events(events, start / rate, window.shape[0] / rate)
@@ -362,40 +363,3 @@ class SEDCollator(AudioCollator):
         batch["clip_labels"] = torch.stack([item["labels"] for item in kept])
         batch["strong"] = torch.tensor([item["events"] is not None for item in kept])
         return batch
-
-
-def _clip_grid(config: ASTConfig, duration: float, rate: int, max_samples: int) -> tuple[ColumnGrid, int]:
-    """The column grid of a clip of `duration` seconds (cut to `max_samples`) and its number of real columns."""
-    frames = num_frames(min(round(duration * rate), max_samples), rate)
-    count = config.time_patches(max(frames, config.patch_size))
-    return column_grid(config, min(duration, max_samples / rate), rate), count
-
-
-def sed_metrics_fn(
-    examples: Sequence[Example], config: ASTConfig, label_space: LabelSpace, feature_extractor: ASTFeatureExtractor
-) -> Callable[[EvalPrediction], dict[str, float]]:
-    """`compute_metrics` for the (unshuffled) evaluation clips `examples` (strong, with events): PSDS1 and PSDS2 of
-    the frame scores, each column scored over its interval (`ColumnGrid.bounds`, clipped to the clip), and event-
-    and segment-based F1 of the events `detect_events` finds at threshold 0.5 (`sed_metrics`)."""
-    rate = feature_extractor.sampling_rate
-    max_samples = num_samples_for_frames(feature_extractor.max_length, rate)
-    grids = [_clip_grid(config, audio_duration(example["audio"]), rate, max_samples) for example in examples]
-    names = [example["name"] for example in examples]
-    truth = {name: crop_events(example["events"], 0.0, grid.duration)
-             for name, example, (grid, _) in zip(names, examples, grids)}  # fmt: skip
-
-    def compute(prediction: EvalPrediction) -> dict[str, float]:
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        scores = torch.sigmoid(torch.as_tensor(np.asarray(logits, dtype=np.float64)))
-        frame_scores, detected = {}, {}
-        for name, (grid, count), clip_scores in zip(names, grids, scores):
-            clip_scores = clip_scores[:count]
-            bounds = [grid.bounds(index, index + 1)[0] for index in range(count)] + [grid.bounds(count - 1, count)[1]]
-            frame_scores[name] = (np.asarray(bounds), clip_scores.numpy())
-            events = detect_events(clip_scores, grid, label_space.labels, EventOptions(threshold=0.5))
-            detected[name] = [(event["start"], event["end"], event["label"]) for event in events]
-        durations = {name: grid.duration for name, (grid, _) in zip(names, grids)}
-        labels = label_space.labels
-        return {**psds(frame_scores, truth, durations, labels), **event_f1(detected, truth, labels)}
-
-    return compute
