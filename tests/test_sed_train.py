@@ -316,6 +316,9 @@ def test_the_script_trains_a_frame_model_on_soundscapes_and_the_pipeline_loads_i
     for name in ("psds1", "psds2", "event_f1", "segment_f1"):
         assert 0.0 <= metrics[f"eval_{name}"] <= 1.0, name
 
+    card = (output_dir / "README.md").read_text()
+    assert "type: sound-event-detection" in card and "trained for sound event detection" in card
+
     detector = pipeline("sound-event-detection", model=str(output_dir))
     events = detector(str(folders["eval"] / "audio" / "eval_00001.wav"), threshold=0.0)
     assert events and {event["label"] for event in events} <= known

@@ -176,10 +176,11 @@ def _card_metadata(
     """The model card's metadata: library, task, tags, `base_model` (a Hub id) and the `model-index` results of
     `metrics` (keys starting with `prefix`; Trainer's bookkeeping left out) on the evaluation split of the data
     (`dataset_id`, a Hub dataset id, else "custom", named by the task's source)."""
+    sed = f"{prefix}_psds1" in metrics
     results = [
         EvalResult(
-            task_type="audio-classification",
-            task_name="Audio Classification",
+            task_type="sound-event-detection" if sed else "audio-classification",
+            task_name="Sound Event Detection" if sed else "Audio Classification",
             dataset_type=dataset_id or "custom",
             dataset_name=task.source,
             dataset_split="evaluation",
@@ -203,6 +204,14 @@ def _card_metadata(
 def _hub_id(name: str | None) -> str | None:
     """`name` when it names a Hub repository (the card's metadata can only link those), None for a local path."""
     return name if name and not Path(name).exists() else None
+
+
+def _task_words(kind: str, metrics: dict[str, float], prefix: str) -> str:
+    """What the card says the model does: sound event detection (a frame model, whose metrics are PSDS and F1; it
+    runs in `pipeline("sound-event-detection")`), else clip classification."""
+    if f"{prefix}_psds1" in metrics:
+        return 'sound event detection (frame-level, multi-label; `pipeline("sound-event-detection")`)'
+    return f"{kind} classification"
 
 
 def write_model_card(
@@ -233,8 +242,8 @@ def write_model_card(
         "",
         f"# {output_dir.name}",
         "",
-        f"An Audio Spectrogram Transformer (`modeling_ast`) trained for {kind} classification of {space.num_labels} "
-        f"classes with `{script}`, starting from {start or 'random initialisation'}.",
+        f"An Audio Spectrogram Transformer (`modeling_ast`) trained for {_task_words(kind, metrics, prefix)} of "
+        f"{space.num_labels} classes with `{script}`, starting from {start or 'random initialisation'}.",
         "",
         f"- Data: {task.source}; evaluated on the evaluation split (no model selection on it).",
         f"- Labels: {list_names(space.labels, shown=30)}.",
