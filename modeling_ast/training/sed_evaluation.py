@@ -6,8 +6,8 @@ the frame scores of overlapping columns. Evaluation does the same, so its figure
 
 - `eval_windows` turns each evaluation clip into the windows the pipeline runs by default
   (`pipeline_sed.sed_window_starts` with no stride: windows a whole number of columns apart, the last one moved back
-  to end with the clip), one example per window with its `start` sample (`SEDDataset` cuts it and moves the events with it, so the
-  evaluation loss is the windows' loss);
+  to end with the clip), one example per window with its `start` sample (`SEDDataset` cuts it and moves the events
+  with it, so the evaluation loss is the windows' loss);
 - `sed_metrics_fn` puts each clip's windows back together (`events.merge_columns` of the windows' real columns,
   `pipeline_sed.real_columns`), then scores the whole clip: PSDS1 and PSDS2 of the frame scores, each column scored
   over its interval (`ColumnGrid.bounds`, clipped to the clip), and event- and segment-based F1 of the events
