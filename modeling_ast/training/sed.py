@@ -179,7 +179,9 @@ class LabelRowCheck:
             return str(error)
         if clip not in self.durations:
             self.durations[clip] = audio_duration(path)
-        duration = self.durations[clip]  # 0.0 when the header does not tell: such a clip is checked when decoded
+        # 0.0 when the header does not tell (m4a): such a clip's events are not checked against its end; the
+        # training crop cuts them to the audio (`crop_events`)
+        duration = self.durations[clip]
         if duration and offset > duration + END_TOLERANCE_S:
             return f"{where}: the event ends at {offset} s, after the end of {clip} ({duration:.4f} s)"
         if self.labels is not None and label not in self.labels:
