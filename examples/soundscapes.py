@@ -20,8 +20,11 @@ digits at all: a clip classifier on 1.28 s crops of such digits stayed at chance
 with the fixed level (the same steps and model).
 
 Split by speaker: the recordings of `eval_speakers` (default theo and yweweler) make the evaluation soundscapes and
-never appear in training. Soundscape i of a split depends only on (seed, split, i), so the same seed writes
-byte-identical files, and more soundscapes extend a set without changing the first ones. Output layout:
+never appear in training. Or, with `--eval_takes`, split by take: takes 0-4 of every speaker (FSDD's test split) make
+the evaluation soundscapes, takes 5-49 the training ones, so evaluation hears new recordings of known speakers (this
+is the split of the FSDD clip recipe, `recipes/fsdd.json`). Soundscape i of a split depends only on (seed, split,
+i), so the same seed writes byte-identical files, and more soundscapes extend a set without changing the first ones.
+Output layout:
 
     OUT/{train,eval}/audio/{train,eval}_NNNNN.wav   16-bit PCM
     OUT/{train,eval}/strong.tsv      DCASE strong labels: filename onset offset event_label (s, 3 decimals); a
@@ -30,7 +33,8 @@ byte-identical files, and more soundscapes extend a set without changing the fir
     OUT/{train,eval}/durations.tsv   filename duration
 
 Usage: `python examples/soundscapes.py --fsdd_dir ../shared/data/fsdd/recordings --output_dir OUT --num_train 2000
---num_eval 500 [--seed 0] [--eval_speakers theo yweweler]`. A split's folder is replaced as a whole (atomically).
+--num_eval 500 [--seed 0] [--eval_speakers theo yweweler | --eval_takes]`. A split's folder is replaced as a whole
+(atomically).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ SAMPLING_RATE = 16000
 SOUNDSCAPE_SECONDS = 10
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DEFAULT_EVAL_SPEAKERS = ("theo", "yweweler")
+EVAL_TAKES = range(5)  # FSDD's test split
 SPLITS = ("train", "eval")  # the index is part of every soundscape's seed
 MAX_DIGITS = 4
 MAX_DISTRACTORS = 2
@@ -77,19 +82,24 @@ class Soundscape(NamedTuple):
     events: list[Event]  # the digits' (onset s, offset s, label), by onset
 
 
-def split_recordings(fsdd_dir: Path, eval_speakers: Sequence[str]) -> dict[str, dict[int, list[Path]]]:
-    """split -> digit -> its recordings (sorted by name): those of `eval_speakers` in "eval", the others in "train"."""
+def split_recordings(fsdd_dir: Path, eval_speakers: Sequence[str] | None) -> dict[str, dict[int, list[Path]]]:
+    """split -> digit -> its recordings (sorted by name): those of `eval_speakers` in "eval", the others in "train";
+    with `eval_speakers` None, takes EVAL_TAKES of every speaker in "eval", the others in "train"."""
     recordings = [(path, RECORDING_NAME.match(path.name)) for path in sorted(Path(fsdd_dir).glob("*.wav"))]
     speakers = {match[2] for _, match in recordings if match}
-    if unknown := sorted(set(eval_speakers) - speakers):
-        raise ValueError(f"no recordings of eval speaker(s) {unknown} in {fsdd_dir}; speakers found: {sorted(speakers)}")
-    if not speakers - set(eval_speakers):
-        raise ValueError(f"every speaker of {fsdd_dir} is an eval speaker: none left for training")
+    if eval_speakers is not None:
+        if unknown := sorted(set(eval_speakers) - speakers):
+            raise ValueError(f"no recordings of eval speaker(s) {unknown} in {fsdd_dir}; speakers: {sorted(speakers)}")
+        if not speakers - set(eval_speakers):
+            raise ValueError(f"every speaker of {fsdd_dir} is an eval speaker: none left for training")
     pools: dict[str, dict[int, list[Path]]] = {split: {} for split in SPLITS}
     for path, match in recordings:
         if match:
-            split = "eval" if match[2] in eval_speakers else "train"
-            pools[split].setdefault(int(match[1]), []).append(path)
+            held_out = int(match[3]) in EVAL_TAKES if eval_speakers is None else match[2] in eval_speakers
+            pools["eval" if held_out else "train"].setdefault(int(match[1]), []).append(path)
+    for split, pool in pools.items():
+        if not pool:
+            raise ValueError(f"no {split} recordings in {fsdd_dir} for this split (eval speakers {eval_speakers})")
     return pools
 
 
@@ -182,10 +192,11 @@ def make_soundscapes(
     num_train: int,
     num_eval: int,
     seed: int = 0,
-    eval_speakers: Sequence[str] = DEFAULT_EVAL_SPEAKERS,
+    eval_speakers: Sequence[str] | None = DEFAULT_EVAL_SPEAKERS,
 ) -> dict[str, Path]:
     """Writes `num_train` training and `num_eval` evaluation soundscapes under `output_dir` (layout in the module
-    docstring) from the FSDD recordings in `fsdd_dir`; returns split -> its folder."""
+    docstring) from the FSDD recordings in `fsdd_dir`, split by speaker (`eval_speakers`) or, with None, by take
+    (`split_recordings`); returns split -> its folder."""
     for name, value in (("num_train", num_train), ("num_eval", num_eval), ("seed", seed)):
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
@@ -203,13 +214,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num_train", type=int, default=2000, help="training soundscapes (default 2000)")
     parser.add_argument("--num_eval", type=int, default=500, help="evaluation soundscapes (default 500)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes identical files")
-    parser.add_argument(
-        "--eval_speakers", nargs="+", default=list(DEFAULT_EVAL_SPEAKERS), help="speakers kept out of training"
+    held_out = parser.add_mutually_exclusive_group()
+    held_out.add_argument(
+        "--eval_speakers", nargs="+", default=list(DEFAULT_EVAL_SPEAKERS),
+        help=f"speakers kept out of training (default {' '.join(DEFAULT_EVAL_SPEAKERS)})",
+    )
+    held_out.add_argument(
+        "--eval_takes", action="store_true",
+        help="split by take instead: takes 0-4 of every speaker for evaluation, 5-49 for training",
     )
     args = parser.parse_args(argv)
-    folders = make_soundscapes(
-        args.fsdd_dir, args.output_dir, args.num_train, args.num_eval, args.seed, args.eval_speakers
-    )
+    eval_speakers = None if args.eval_takes else args.eval_speakers
+    folders = make_soundscapes(args.fsdd_dir, args.output_dir, args.num_train, args.num_eval, args.seed, eval_speakers)
     for split, count in zip(SPLITS, (args.num_train, args.num_eval)):
         print(f"{split}: {count} soundscapes in {folders[split]}")
 

@@ -72,6 +72,28 @@ def test_eval_speakers_never_appear_in_training(soundscapes, fsdd_dir):
         soundscapes.split_recordings(fsdd_dir, ("george", "jackson", "lucas", "nicolas", "theo", "yweweler"))
 
 
+def test_eval_takes_hold_out_takes_0_to_4_of_every_speaker(soundscapes, fsdd_dir, tmp_path):
+    pools = soundscapes.split_recordings(fsdd_dir, None)
+    takes = {split: {int(path.stem.split("_")[2]) for paths in pool.values() for path in paths}
+             for split, pool in pools.items()}  # fmt: skip
+    assert takes["eval"] <= {0, 1, 2, 3, 4} and takes["eval"]
+    assert min(takes["train"]) == 5
+    speakers = {path.name.split("_")[1] for path in fsdd_dir.glob("*.wav")}
+    eval_speakers = {path.name.split("_")[1] for paths in pools["eval"].values() for path in paths}
+    assert eval_speakers == speakers  # every speaker is heard in training and evaluated on other takes
+    everything = sorted(path for pool in pools.values() for paths in pool.values() for path in paths)
+    assert everything == sorted(fsdd_dir.glob("*.wav"))
+
+    soundscapes.main(["--fsdd_dir", str(fsdd_dir), "--output_dir", str(tmp_path), "--num_train", "2", "--num_eval",
+                      "2", "--eval_takes"])  # fmt: skip
+    heard = soundscapes.render_soundscape(soundscapes.soundscape_rng(0, "eval", 1), pools["eval"])
+    written, _ = soundfile.read(tmp_path / "eval" / "audio" / "eval_00001.wav")
+    np.testing.assert_allclose(written, soundscapes.mix(heard), atol=1 / 32767)  # 16-bit quantisation
+    with pytest.raises(SystemExit):
+        soundscapes.main(["--fsdd_dir", str(fsdd_dir), "--output_dir", str(tmp_path), "--eval_takes",
+                          "--eval_speakers", "theo"])  # fmt: skip
+
+
 def test_written_audio_is_the_rendered_mixture_of_its_split(soundscapes, written, fsdd_dir):
     # Ties the files to `render_soundscape` (whose labels the next test checks) and each split to its speakers' pool.
     _, folders = written
