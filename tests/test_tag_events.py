@@ -242,6 +242,8 @@ def test_a_model_of_the_other_kind_is_named_with_what_to_do(tmp_path, model_dir,
         (["tags.jsonl", "--low", "0.3"], "low and median_window decide where sound events end: pass events=True"),
         (["tags.tsv"], "a .tsv output holds sound events: --events"),
         (["events.jsonl", "--events", "--aggregation", "max"], "events (--events) take none"),
+        (["events.tsv", "--events", "--top_k", "3"], "events (--events) take neither"),
+        (["events.tsv", "--events", "--batch_size", "4"], "events (--events) take neither"),
     ],
 )
 def test_event_options_that_do_not_fit_stop_before_anything_is_written(tmp_path, model_dir, recordings, capsys,

@@ -53,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                                           "--events, of a frame-level sound event detection model)")
     parser.add_argument("inputs", help="folder, .csv/.jsonl manifest, glob pattern or saved dataset")
     parser.add_argument("output", help=f"file to write: {', '.join(EVENT_OUTPUT_FORMATS)} (.tsv with --events)")
-    parser.add_argument("--top_k", type=int, default=5, help="labels per recording and per window (default 5)")
-    parser.add_argument("--batch_size", type=int, default=8, help="recordings per forward pass (default 8)")
+    parser.add_argument("--top_k", type=int, default=None, help="labels per recording and per window (default 5; "
+                                                                 "not with --events)")
+    parser.add_argument("--batch_size", type=int, default=None, help="recordings per forward pass (default 8; not "
+                                                                     "with --events)")
     parser.add_argument("--num_workers", type=int, default=0, help="processes decoding audio (default 0: inline)")
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: this process's GPU, else cpu)")
     parser.add_argument("--onnx", nargs="?", const="", default=None, metavar="FILE",

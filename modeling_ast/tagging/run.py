@@ -54,15 +54,16 @@ class TagOptions:
 
     `events`: sound events from a frame-level checkpoint instead (`pipeline("sound-event-detection")`, windows of
     `chunk_length_s`, default the model's length), cut by `threshold`, `low` and `median_window` (one value or one
-    per label, `events.EventOptions`; None: its default); `top_k` and `batch_size` do not apply."""
+    per label, `events.EventOptions`; None: its default); `top_k` and `batch_size` do not apply and are refused
+    there. For clip labels, None means top_k 5 and batch_size 8."""
 
-    top_k: int = 5
+    top_k: int | None = None
     chunk_length_s: float | None = None
     stride_length_s: float | None = None
     aggregation: str | None = None
     threshold: float | Sequence[float] | None = None
     window_batch_size: int | None = None
-    batch_size: int = 8
+    batch_size: int | None = None
     num_workers: int = 0
     events: bool = False
     low: float | Sequence[float] | None = None
@@ -71,6 +72,13 @@ class TagOptions:
     def __post_init__(self) -> None:
         if self.events and self.aggregation is not None:
             raise ValueError("aggregation turns window labels into clip labels; events (--events) take none")
+        if self.events and (self.top_k is not None or self.batch_size is not None):
+            raise ValueError("top_k and batch_size choose clip labels and batch recordings; events (--events) take "
+                             "neither: every event above the threshold is kept, and --window_batch_size batches "
+                             "each recording's windows")  # fmt: skip
+        if not self.events:  # the clip defaults, as records written before --events store them
+            object.__setattr__(self, "top_k", 5 if self.top_k is None else self.top_k)
+            object.__setattr__(self, "batch_size", 8 if self.batch_size is None else self.batch_size)
         if not self.events and (self.low is not None or self.median_window is not None):
             raise ValueError("low and median_window decide where sound events end: pass events=True (--events)")
         if not self.events and isinstance(self.threshold, Sequence):
