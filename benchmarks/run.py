@@ -361,8 +361,7 @@ def main() -> None:
     for name in args.only:
         print(f"running {name} ...", flush=True)
         rows += SECTIONS[name](args)
-    header = (f"{cpu_description()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-              f"transformers {transformers.__version__}; times are medians of {args.repeats} runs (s)")
+    header = f"{machine_description(torch.get_num_threads())}; times are medians of {args.repeats} runs (s)"
     write_table(header, rows, args.output)
     print(f"written to {args.output}")
 
@@ -385,6 +384,12 @@ def write_rows(
     if output is not None:
         output.write_text(table + "\n")
         output.with_suffix(".json").write_text(json.dumps({"header": header, "rows": rows}, indent=1))
+
+
+def machine_description(threads: int) -> str:
+    """What a benchmark table's header starts with: the CPU (`cpu_description`), the threads and the library
+    versions."""
+    return f"{cpu_description()}, {threads} threads, torch {torch.__version__}, transformers {transformers.__version__}"
 
 
 def cpu_description() -> str:

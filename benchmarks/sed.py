@@ -30,8 +30,7 @@ from pathlib import Path
 
 import soundfile
 import torch
-import transformers
-from run import cpu_description, speech_like, write_rows
+from run import machine_description, speech_like, write_rows
 
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioFrameClassification
 
@@ -122,9 +121,8 @@ def main(argv: list[str] | None = None) -> list[tuple]:
             print(f"{minutes:g} min ...", flush=True)
             rows.append(measure(minutes, Path(work), Path(work) / "model", args.threads))
     model = "tiny model" if args.tiny else f"SED recipe's model ({RECIPE.name})"
-    header = (f"{cpu_description()}, {args.threads} threads, torch {torch.__version__}, transformers "
-              f"{transformers.__version__}; pipeline('sound-event-detection') on a WAV path, {model}; load average "
-              f"(1 / 5 / 15 min) {load_before} before, {load_average()} after")  # fmt: skip
+    header = (f"{machine_description(args.threads)}; pipeline('sound-event-detection') on a WAV path, {model}; load "
+              f"average (1 / 5 / 15 min) {load_before} before, {load_average()} after")  # fmt: skip
     write_rows(header, COLUMNS, rows, args.output, digits=1)
     return rows
 

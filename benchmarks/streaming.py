@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
-from run import cpu_description, speech_like, write_rows
+from run import machine_description, speech_like, write_rows
 
 from modeling_ast import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 from modeling_ast.streaming import StreamingTagger
@@ -113,8 +112,7 @@ def main(argv: list[str] | None = None) -> list[tuple]:
                 latencies, factor = measure(model, extractor, window_s, hop_s, args.timed)
                 rows.append((name, f"{window_s:g} / {hop_s:g}", len(latencies), 1000 * statistics.median(latencies),
                              1000 * percentile(latencies, 95), factor))  # fmt: skip
-    header = (f"{cpu_description()}, {args.threads} threads, torch {torch.__version__}, transformers "
-              f"{transformers.__version__}; 16 kHz in 20 ms chunks{'; tiny model' if args.tiny else ''}"
+    header = (f"{machine_description(args.threads)}; 16 kHz in 20 ms chunks{'; tiny model' if args.tiny else ''}"
               f"{'; ' + args.note if args.note else ''}")  # fmt: skip
     write_rows(header, COLUMNS, rows, args.output, digits=2)
     return rows
