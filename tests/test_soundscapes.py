@@ -92,6 +92,12 @@ def test_eval_takes_hold_out_takes_0_to_4_of_every_speaker(soundscapes, fsdd_dir
     with pytest.raises(SystemExit):
         soundscapes.main(["--fsdd_dir", str(fsdd_dir), "--output_dir", str(tmp_path), "--eval_takes",
                           "--eval_speakers", "theo"])  # fmt: skip
+    later_takes = tmp_path / "later_takes"  # a folder without takes 0-4 has nothing to evaluate on
+    later_takes.mkdir()
+    for path in fsdd_dir.glob("*_1[0-9].wav"):
+        (later_takes / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(ValueError, match="no eval recordings in .*later_takes"):
+        soundscapes.split_recordings(later_takes, None)
 
 
 def test_written_audio_is_the_rendered_mixture_of_its_split(soundscapes, written, fsdd_dir):
