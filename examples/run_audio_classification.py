@@ -38,7 +38,8 @@ from modeling_ast.training.metrics import compute_metrics_fn
 from modeling_ast.training.recipes import RecipeArguments, check_recipe, parse_args_with_recipe
 from modeling_ast.training.report import headline, pipeline_top3, save_plot, training_summary, write_model_card
 from modeling_ast.training.sed import SEDArguments, SEDCollator, frame_model, sed_task
-from modeling_ast.training.sed_evaluation import eval_windows, sed_metrics_fn
+from modeling_ast.training.sed_evaluation import choose_event_options, eval_windows, event_options_summary
+from modeling_ast.training.sed_evaluation import sed_metrics_fn
 from modeling_ast.training.sources import folder_examples, manifest_examples
 from modeling_ast.training.starting_points import feature_extractor_for, pretrained_for_task, with_patchout
 from modeling_ast.training.task import TaskData, task_from_datasets, task_from_examples
@@ -308,6 +309,10 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
         else compute_metrics_fn(space.problem_type, space.id2label),
     )  # fmt: skip
     train_result = trainer.train(resume_from_checkpoint=resume_target(training_args.resume_from_checkpoint, output_dir))
+    choice = None
+    if data.validation:  # sound event detection: the model's event settings, chosen on validation clips, saved with it
+        choice = choose_event_options(trainer.model, feature_extractor, data.validation)
+        trainer.model.config.event_options = choice.settings
     prediction, results = trainer.evaluate_trained_models(eval_set)
     trainer.save_outputs(output_dir, train_result.metrics, prediction.metrics)
     result: dict[str, Any] = {
@@ -321,6 +326,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
         "model": trainer.model,
         "problem_type": space.problem_type,
         "log_history": trainer.state.log_history,
+        "event_options": choice,
     }
 
     # 6. Report (main process): metrics, plot, model card, and the saved model reloaded in `pipeline`.
@@ -332,11 +338,15 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[TrainerCallback]
             skipped = result["skipped_files"]
             print(f"skipped unreadable audio: {skipped['train']} training clip(s), {skipped['eval']} eval clip(s)")
             if sed:
-                rows = result["skipped_label_rows"]
-                print(f"skipped bad label rows: {rows['train']} training row(s), {rows['eval']} eval row(s)")
+                rows = ", ".join(f"{count} {'training' if split == 'train' else split} row(s)"
+                                 for split, count in result["skipped_label_rows"].items())  # fmt: skip
+                print(f"skipped bad label rows: {rows}")
         result["plot"] = None if sed else save_plot(prediction, space, output_dir)
         start = model_args.imagenet_checkpoint or model_args.model_name_or_path
         summary = training_summary(training_args, recipe, model_args.patchout())
+        if choice is not None:
+            summary.append(event_options_summary(choice, len(data.validation)))
+            print(summary[-1].removeprefix("- "))
         result["model_card"] = write_model_card(
             output_dir, data, results, summary, SCRIPT, argv, start, result["plot"], dataset_name=data_args.dataset_name
         )

@@ -20,20 +20,22 @@ digits at all: a clip classifier on 1.28 s crops of such digits stayed at chance
 with the fixed level (the same steps and model).
 
 Split by speaker: the recordings of `eval_speakers` (default theo and yweweler) make the evaluation soundscapes and
-never appear in training. Or, with `--eval_takes`, split by take: takes 0-4 of every speaker (FSDD's test split) make
+never appear in training. Validation soundscapes (`--num_validation`, for choosing the event threshold after
+training, as DESED's synthetic validation set) mix the training recordings anew: new onsets, levels and
+backgrounds, no held-out voice, so the evaluation stays unseen. Or, with `--eval_takes`, split by take: takes 0-4 of every speaker (FSDD's test split) make
 the evaluation soundscapes, takes 5-49 the training ones, so evaluation hears new recordings of known speakers (this
 is the split of the FSDD clip recipe, `recipes/fsdd.json`). Soundscape i of a split depends only on (seed, split,
 i), so the same seed writes byte-identical files, and more soundscapes extend a set without changing the first ones.
 Output layout:
 
-    OUT/{train,eval}/audio/{train,eval}_NNNNN.wav   16-bit PCM
-    OUT/{train,eval}/strong.tsv      DCASE strong labels: filename onset offset event_label (s, 3 decimals); a
-                                     soundscape without digits is a row with only its filename, as DCASE lists one
-    OUT/{train,eval}/weak.tsv        DCASE weak labels: filename event_labels (comma-separated, in onset order)
-    OUT/{train,eval}/durations.tsv   filename duration
+    OUT/SPLIT/audio/SPLIT_NNNNN.wav   16-bit PCM; SPLIT is train, eval or validation
+    OUT/SPLIT/strong.tsv       DCASE strong labels: filename onset offset event_label (s, 3 decimals); a soundscape
+                               without digits is a row with only its filename, as DCASE lists one
+    OUT/SPLIT/weak.tsv         DCASE weak labels: filename event_labels (comma-separated, in onset order)
+    OUT/SPLIT/durations.tsv    filename duration
 
 Usage: `python examples/soundscapes.py --fsdd_dir ../shared/data/fsdd/recordings --output_dir OUT --num_train 2000
---num_eval 500 [--seed 0] [--eval_speakers theo yweweler | --eval_takes]`. A split's folder is replaced as a whole
+--num_eval 500 [--num_validation 200] [--seed 0] [--eval_speakers theo yweweler | --eval_takes]`. A split's folder is replaced as a whole
 (atomically).
 """
 
@@ -59,7 +61,7 @@ SOUNDSCAPE_SECONDS = 10
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DEFAULT_EVAL_SPEAKERS = ("theo", "yweweler")
 EVAL_TAKES = range(5)  # FSDD's test split
-SPLITS = ("train", "eval")  # the index is part of every soundscape's seed
+SPLITS = ("train", "eval", "validation")  # the index is part of every soundscape's seed
 MAX_DIGITS = 4
 MAX_DISTRACTORS = 2
 SNR_DB = (6.0, 30.0)  # digits and distractors, re the background noise's RMS
@@ -92,7 +94,7 @@ def split_recordings(fsdd_dir: Path, eval_speakers: Sequence[str] | None) -> dic
             raise ValueError(f"no recordings of eval speaker(s) {unknown} in {fsdd_dir}; speakers: {sorted(speakers)}")
         if not speakers - set(eval_speakers):
             raise ValueError(f"every speaker of {fsdd_dir} is an eval speaker: none left for training")
-    pools: dict[str, dict[int, list[Path]]] = {split: {} for split in SPLITS}
+    pools: dict[str, dict[int, list[Path]]] = {"train": {}, "eval": {}}
     for path, match in recordings:
         if match:
             held_out = int(match[3]) in EVAL_TAKES if eval_speakers is None else match[2] in eval_speakers
@@ -193,26 +195,32 @@ def make_soundscapes(
     num_eval: int,
     seed: int = 0,
     eval_speakers: Sequence[str] | None = DEFAULT_EVAL_SPEAKERS,
+    num_validation: int = 0,
 ) -> dict[str, Path]:
-    """Writes `num_train` training and `num_eval` evaluation soundscapes under `output_dir` (layout in the module
-    docstring) from the FSDD recordings in `fsdd_dir`, split by speaker (`eval_speakers`) or, with None, by take
-    (`split_recordings`); returns split -> its folder."""
-    for name, value in (("num_train", num_train), ("num_eval", num_eval), ("seed", seed)):
+    """Writes `num_train` training, `num_eval` evaluation and `num_validation` validation soundscapes (from the
+    training recordings; none: no folder) under `output_dir` (layout in the module docstring) from the FSDD
+    recordings in `fsdd_dir`, split by speaker (`eval_speakers`) or, with None, by take (`split_recordings`);
+    returns split -> its folder."""
+    counts = {"train": num_train, "eval": num_eval, "validation": num_validation}
+    for name, value in (*((f"num_{split}", count) for split, count in counts.items()), ("seed", seed)):
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     pools = split_recordings(Path(fsdd_dir), eval_speakers)
-    folders = {split: Path(output_dir) / split for split in SPLITS}
-    for split, count in zip(SPLITS, (num_train, num_eval)):
-        _write_split(folders[split], split, pools[split], count, seed)
+    pools["validation"] = pools["train"]
+    folders = {split: Path(output_dir) / split for split in SPLITS if split != "validation" or num_validation}
+    for split, folder in folders.items():
+        _write_split(folder, split, pools[split], counts[split], seed)
     return folders
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fsdd_dir", type=Path, required=True, help="folder of {digit}_{speaker}_{take}.wav files")
-    parser.add_argument("--output_dir", type=Path, required=True, help="writes train/ and eval/ here")
+    parser.add_argument("--output_dir", type=Path, required=True, help="writes train/, eval/ and validation/ here")
     parser.add_argument("--num_train", type=int, default=2000, help="training soundscapes (default 2000)")
     parser.add_argument("--num_eval", type=int, default=500, help="evaluation soundscapes (default 500)")
+    parser.add_argument("--num_validation", type=int, default=200,
+                        help="validation soundscapes of the training recordings (default 200)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes identical files")
     held_out = parser.add_mutually_exclusive_group()
     held_out.add_argument(
@@ -225,9 +233,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     eval_speakers = None if args.eval_takes else args.eval_speakers
-    folders = make_soundscapes(args.fsdd_dir, args.output_dir, args.num_train, args.num_eval, args.seed, eval_speakers)
-    for split, count in zip(SPLITS, (args.num_train, args.num_eval)):
-        print(f"{split}: {count} soundscapes in {folders[split]}")
+    folders = make_soundscapes(args.fsdd_dir, args.output_dir, args.num_train, args.num_eval, args.seed, eval_speakers,
+                               args.num_validation)  # fmt: skip
+    for split, folder in folders.items():
+        print(f"{split}: {getattr(args, f'num_{split}')} soundscapes in {folder}")
 
 
 if __name__ == "__main__":

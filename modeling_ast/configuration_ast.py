@@ -50,6 +50,10 @@ class ASTConfig(PretrainedConfig):
             each training step, the same columns for the whole batch. Inference is unchanged.
         patchout_frequency: training only: whole frequency rows of patches dropped at random each step.
         patchout_random: training only: fraction of the remaining patches dropped uniformly at random each step.
+        event_options: frame models: how their scores become sound events unless a caller says otherwise (keys of
+            `events.EventOptions`: `threshold`, `low`, `median_window`); None: its defaults. The training script
+            stores here the settings it chose on validation clips, so the pipeline, `ast-tag --events` and
+            `ast-listen` use them.
 
     The label maps (`id2label`, `label2id`, `num_labels`) and `problem_type` (`"single_label_classification"`,
     `"multi_label_classification"` or `"regression"`) come from `PretrainedConfig`. `problem_type` chooses both the
@@ -80,6 +84,7 @@ class ASTConfig(PretrainedConfig):
     patchout_time: int = 0
     patchout_frequency: int = 0
     patchout_random: float = 0.0
+    event_options: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -102,6 +107,7 @@ class ASTConfig(PretrainedConfig):
         patchout_time: int = 0,
         patchout_frequency: int = 0,
         patchout_random: float = 0.0,
+        event_options: dict[str, Any] | None = None,
         **kwargs,
     ) -> None:
         self.hidden_size = hidden_size
@@ -123,6 +129,7 @@ class ASTConfig(PretrainedConfig):
         self.patchout_time = patchout_time
         self.patchout_frequency = patchout_frequency
         self.patchout_random = patchout_random
+        self.event_options = event_options
         super().__init__(**kwargs)
         if self.id2label and not getattr(self, "label2id", None):
             self.label2id = {label: index for index, label in self.id2label.items()}

@@ -9,13 +9,14 @@ only a little does not split an event; `low = threshold` turns it off). The even
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 
 __all__ = ["ColumnGrid", "EventOptions", "class_settings", "detect_events", "median_filter", "merge_columns",
-           "per_class"]  # fmt: skip
+           "model_event_options", "per_class"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,22 @@ class EventOptions:
     threshold: float | Sequence[float] = 0.5
     low: float | Sequence[float] | None = None
     median_window: int | Sequence[int] = 1
+
+
+def model_event_options(config: Any, given: Mapping[str, Any] | None = None) -> EventOptions:
+    """The event settings for a frame model with `config`: `EventOptions`' defaults, replaced by the model's own
+    (`config.event_options`, which the training script chooses on validation clips), replaced by those `given`
+    (None values count as not given). The one place every door (pipeline, `ast-tag --events`, `ast-listen`,
+    training's evaluation) decides them. ValueError naming an unknown setting and where it came from."""
+    names = {option.name for option in fields(EventOptions)}
+    settings: dict[str, Any] = {}
+    for source, values in (("the model's config.event_options", getattr(config, "event_options", None)),
+                           ("the given options", given)):  # fmt: skip
+        values = {name: value for name, value in (values or {}).items() if value is not None}
+        if unknown := sorted(set(values) - names):
+            raise ValueError(f"{source} hold unknown event setting(s) {unknown}; known: {sorted(names)}")
+        settings.update(values)
+    return EventOptions(**settings)
 
 
 def per_class(value: float | Sequence[float], num_labels: int, name: str) -> list[float]:

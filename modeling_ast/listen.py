@@ -38,7 +38,7 @@ import torch
 from .audio_io import AudioFile
 from .configuration_ast import ASTConfig
 from .conversion.common import run_cli
-from .events import EventOptions
+from .events import model_event_options
 from .fbank import num_samples_for_frames
 from .feature_extraction_ast import ASTFeatureExtractor
 from .modeling_ast import ASTForAudioClassification
@@ -285,9 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--microphone_device", default=None, help="sounddevice input device (name or index)")
     parser.add_argument("--top_k", type=int, default=5, help="labels per window (clip classifiers)")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="labels scoring at least this (clip classifiers); event threshold (frame models, 0.5)")
+                        help="labels scoring at least this (clip classifiers); event threshold (frame models; "
+                             "default the model's, else 0.5)")
     parser.add_argument("--low", type=float, default=None, help="frame models: an event ends below this")
-    parser.add_argument("--median_window", type=int, default=1, help="frame models: median filter, in columns")
+    parser.add_argument("--median_window", type=int, default=None,
+                        help="frame models: median filter, in columns (default the model's, else 1)")
     parser.add_argument("--max_event_s", type=float, default=None, help="frame models: report events at this length")
     parser.add_argument("--output", default=None, help="also append the lines to this JSONL file")
     parser.add_argument("--on_overload", choices=ON_OVERLOAD, default="queue",
@@ -328,8 +330,8 @@ def _listen(args: argparse.Namespace, stop: threading.Event) -> str:
     rate = extractor.sampling_rate
     window_s = args.window_s or num_samples_for_frames(extractor.max_length, rate) / rate
     source, source_rate = _source(args, rate)
-    events = EventOptions(threshold=0.5 if args.threshold is None else args.threshold, low=args.low,
-                          median_window=args.median_window)  # fmt: skip
+    given = {"threshold": args.threshold, "low": args.low, "median_window": args.median_window}
+    events = model_event_options(model.config, given)
     tagger = StreamingTagger(model, window_s, min(args.hop_s, window_s), sampling_rate=source_rate,
                              feature_extractor=extractor, top_k=args.top_k, threshold=args.threshold, events=events,
                              max_event_s=args.max_event_s)  # fmt: skip

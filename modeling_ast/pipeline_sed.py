@@ -3,6 +3,9 @@
     detector = pipeline("sound-event-detection", model="outputs/sed")
     detector("street.wav", threshold=0.5, low=0.3, median_window=5)   # sorted by start; seconds
 
+Settings not given are the model's (`config.event_options`, chosen by the training script on validation clips),
+else `events.EventOptions`' defaults (`events.model_event_options`).
+
 Any source the package reads (`audio_io.load_audio`: paths, bytes, URLs, dicts at any rate, arrays), any length:
 a recording longer than `chunk_length_s` (default: the model's `max_length`) is cut into windows overlapping by
 `stride_length_s` seconds, whose starts fall on the model's column grid (one column every `time_stride` frames), so
@@ -25,7 +28,7 @@ from transformers import Pipeline
 
 from .audio_io import AudioFile
 from .configuration_ast import ASTConfig
-from .events import EventOptions, detect_events, merge_columns
+from .events import class_settings, detect_events, merge_columns, model_event_options
 from .fbank import FrameSpec, num_frames, num_samples_for_frames
 from .long_audio import WaveformWindows, check_window_lengths, window_source
 from .modeling_ast import class_scores
@@ -94,7 +97,10 @@ class SoundEventDetectionPipeline(Pipeline):
             check_window_lengths(chunk, stride_length_s or 0.0)
             preprocess = {"chunk_length_s": chunk, "stride_length_s": stride_length_s or 0.0}
         forward = {} if window_batch_size is None else {"window_batch_size": int(window_batch_size)}
-        postprocess = {"options": EventOptions(**event_options)} if event_options else {}
+        # one parameter per setting, so a call's settings join those given at init (transformers merges by key)
+        postprocess = {name: value for name, value in event_options.items() if value is not None}
+        config = self.model.config  # a bad setting fails here, not after the forward pass
+        class_settings(model_event_options(config, postprocess), [config.id2label[i] for i in range(config.num_labels)])
         if return_frame_scores is not None:
             postprocess["return_frame_scores"] = bool(return_frame_scores)
         return preprocess, forward, postprocess
@@ -139,8 +145,9 @@ class SoundEventDetectionPipeline(Pipeline):
         return {"scores": merge_columns(scored, columns), "num_samples": source.num_samples}
 
     def postprocess(
-        self, model_outputs: dict, options: EventOptions = EventOptions(), return_frame_scores: bool = False
+        self, model_outputs: dict, return_frame_scores: bool = False, **event_options: Any
     ) -> list[dict[str, Any]] | dict[str, Any]:
+        options = model_event_options(self.model.config, event_options)
         rate = self.feature_extractor.sampling_rate
         scores = model_outputs["scores"]
         grid = column_grid(self.model.config, model_outputs["num_samples"] / rate, rate)

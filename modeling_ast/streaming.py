@@ -50,7 +50,7 @@ from transformers import Pipeline
 from .audio_io import downmix
 from .audio_utils import IncrementalResampler, check_sampling_rate, to_float_waveform
 from .configuration_ast import ASTConfig
-from .events import ColumnGrid, EventOptions, class_settings, median_filter
+from .events import ColumnGrid, EventOptions, class_settings, median_filter, model_event_options
 from .fbank import FrameSpec, kaldi_fbank, num_frames
 from .feature_extraction_ast import ASTFeatureExtractor, _float32_safe_peak
 from .long_audio import is_number
@@ -359,7 +359,8 @@ class StreamingTagger:
         sampling_rate: rate of the pushed samples (default: the model's); other rates are resampled as they come.
         feature_extractor: with a model, its `ASTFeatureExtractor`.
         top_k, threshold, function_to_apply: window labels of clip classifiers, as the pipeline's long-audio mode.
-        events: thresholds and median filter of frame models (`events.EventOptions`).
+        events: thresholds and median filter of frame models (`events.EventOptions`; None: the model's,
+            `events.model_event_options`).
         max_event_s: report an event of a frame model at the latest when it has lasted this long.
 
     `push(chunk)` and `flush()` return results; `windows`, `final_windows`, `score` and `finish` are the same work in
@@ -376,7 +377,7 @@ class StreamingTagger:
         top_k: int = 5,
         threshold: float | None = None,
         function_to_apply: str | None = None,
-        events: EventOptions = EventOptions(),
+        events: EventOptions | None = None,
         max_event_s: float | None = None,
     ) -> None:
         self.model, self.feature_extractor = _model_and_extractor(model_or_pipeline, feature_extractor)
@@ -404,6 +405,7 @@ class StreamingTagger:
             min_samples, early=not self.is_frame_model, align=step if self.is_frame_model else 1,
         )  # fmt: skip
         if self.is_frame_model:
+            events = model_event_options(self.config) if events is None else events
             self._scorer: _ClipScorer | _EventScorer = _EventScorer(self.config, rate, events, max_event_s)
         else:
             if threshold is not None and not (is_number(threshold) and 0 <= threshold <= 1):

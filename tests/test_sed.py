@@ -141,20 +141,20 @@ def energy_detector(directory) -> None:
     ASTFeatureExtractor(max_length=128, return_attention_mask=True).save_pretrained(directory)
 
 
-def loudness_detector(directory) -> None:
-    """A frame model with no Transformer block whose 'click' score rises with the loudness of a column: the patch
-    projection reads the patch mean into dimension 0, and both LayerNorms have eps 1, so that x / sqrt(var(x) + 1)
-    grows with x instead of keeping only its sign (as eps ~ 0 would): the score is increasing in the column's mean
-    over frequency of (increasing functions of) its patch means."""
-    model = tiny_model(ASTForAudioFrameClassification, num_hidden_layers=0, id2label={0: "click"}, layer_norm_eps=1.0,
-                       head_layer_norm_eps=1.0)  # fmt: skip
+def loudness_detector(directory, labels: tuple[str, ...] = ("click",)) -> None:
+    """A frame model with no Transformer block whose score (the same for each of `labels`) rises with the loudness of
+    a column: the patch projection reads the patch mean into dimension 0, and both LayerNorms have eps 1, so that
+    x / sqrt(var(x) + 1) grows with x instead of keeping only its sign (as eps ~ 0 would): the score is increasing
+    in the column's mean over frequency of (increasing functions of) its patch means."""
+    model = tiny_model(ASTForAudioFrameClassification, num_hidden_layers=0, id2label=dict(enumerate(labels)),
+                       layer_norm_eps=1.0, head_layer_norm_eps=1.0)  # fmt: skip
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.zero_()
         model.ast.embeddings.patch_embed.proj.weight[0] = 1 / 256
         for norm in (model.ast.norm, model.classifier.norm):
             norm.weight.fill_(1.0)
-        model.classifier.fc.weight[0, 0] = 1.0
+        model.classifier.fc.weight[:, 0] = 1.0
     model.save_pretrained(directory)
     ASTFeatureExtractor(max_length=128, return_attention_mask=True).save_pretrained(directory)
 

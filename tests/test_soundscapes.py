@@ -26,9 +26,9 @@ def soundscapes():
 
 @pytest.fixture(scope="module")
 def written(soundscapes, fsdd_dir, tmp_path_factory):
-    """(output folder, split -> folder) of 6 training and 4 evaluation soundscapes, seed 3."""
+    """(output folder, split -> folder) of 6 training, 4 evaluation and 3 validation soundscapes, seed 3."""
     output = tmp_path_factory.mktemp("soundscapes")
-    return output, soundscapes.make_soundscapes(fsdd_dir, output, num_train=6, num_eval=4, seed=3)
+    return output, soundscapes.make_soundscapes(fsdd_dir, output, num_train=6, num_eval=4, seed=3, num_validation=3)
 
 
 def file_bytes(folder: Path) -> dict[str, bytes]:
@@ -39,7 +39,7 @@ def test_the_same_seed_writes_identical_files_and_more_extend_a_set(soundscapes,
     output, _ = written
     soundscapes.main(
         ["--fsdd_dir", str(fsdd_dir), "--output_dir", str(tmp_path / "again"), "--num_train", "6", "--num_eval", "4",
-         "--seed", "3"]
+         "--num_validation", "3", "--seed", "3"]
     )  # fmt: skip
     assert file_bytes(tmp_path / "again") == file_bytes(output)
 
@@ -47,8 +47,11 @@ def test_the_same_seed_writes_identical_files_and_more_extend_a_set(soundscapes,
     fewer = file_bytes(tmp_path / "fewer")
     assert fewer["train/audio/train_00002.wav"] == file_bytes(output)["train/audio/train_00002.wav"]
     assert "train/audio/train_00003.wav" not in fewer
+    assert not (tmp_path / "fewer" / "validation").exists()  # no validation soundscapes asked for: no folder
+    assert {name for name in fewer if name.startswith("eval/")} <= file_bytes(output).keys()
+    assert all(fewer[name] == file_bytes(output)[name] for name in fewer if name.startswith("eval/audio"))
 
-    soundscapes.make_soundscapes(fsdd_dir, tmp_path / "other_seed", num_train=6, num_eval=4, seed=4)
+    soundscapes.make_soundscapes(fsdd_dir, tmp_path / "other_seed", num_train=6, num_eval=4, seed=4, num_validation=3)
     other = file_bytes(tmp_path / "other_seed")
     assert other.keys() == file_bytes(output).keys()
     assert all(other[name] != data for name, data in file_bytes(output).items() if name.endswith(".wav"))
@@ -104,7 +107,8 @@ def test_written_audio_is_the_rendered_mixture_of_its_split(soundscapes, written
     # Ties the files to `render_soundscape` (whose labels the next test checks) and each split to its speakers' pool.
     _, folders = written
     pools = soundscapes.split_recordings(fsdd_dir, EVAL_SPEAKERS)
-    for split, count in (("train", 6), ("eval", 4)):
+    pools["validation"] = pools["train"]  # new mixtures of the training recordings: no held-out voice
+    for split, count in (("train", 6), ("eval", 4), ("validation", 3)):
         events = read_strong_tsv(folders[split] / "strong.tsv")
         for index in range(count):
             name = f"{split}_{index:05d}.wav"

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..configuration_ast import ASTConfig
 from ..conversion.fingerprint import file_sha256, weights_sha256
 from .inputs import TagInput
 
@@ -92,16 +93,20 @@ def run_fingerprint(model: Any, folder: Path | None, onnx: Path | None, options:
         run = {"model": os.fspath(model), "weights_sha256": _files_sha256(files, folder)}
     if onnx is not None:
         run.update(onnx=os.fspath(onnx), onnx_sha256=file_sha256(onnx))
-    return run | record_options(options)
+    config = None
+    if options.events:  # the model's own event settings fill those not given
+        config = model.model.config if folder is None else ASTConfig.from_pretrained(folder)
+    return run | record_options(options, config)
 
 
-def record_options(options: TagOptions) -> dict[str, Any]:
+def record_options(options: TagOptions, config: Any = None) -> dict[str, Any]:
     """The options stored in "tagged_with". Clip records keep exactly the fields they always had (or every record
     written before --events existed would stop being current); event records say they are events and store the
-    event settings with their defaults filled in, so a record states the threshold it was cut at."""
+    event settings as used, those not given filled in from the model's `config` (`TagOptions.event_options`), so a
+    record states the threshold it was cut at."""
     if not options.events:
         return {name: getattr(options, name) for name in RECORD_OPTIONS}
-    settings = dataclasses.asdict(options.event_options())
+    settings = dataclasses.asdict(options.event_options(config))
     # as JSON gives them back: a per-label tuple must compare equal to the list read from a record
     settings = {name: list(value) if isinstance(value, (list, tuple)) else value for name, value in settings.items()}
     return {"events": True, **{name: getattr(options, name) for name in EVENT_RECORD_OPTIONS}, **settings}

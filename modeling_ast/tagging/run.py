@@ -19,7 +19,6 @@ record holds a recording's events and the output one row per event (`event_rows`
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import itertools
 import os
@@ -31,7 +30,7 @@ from typing import Any
 
 from ..audio_io import audio_duration
 from ..conversion.io import read_json_file
-from ..events import EventOptions, class_settings
+from ..events import EventOptions, class_settings, model_event_options
 from ..locking import output_lock
 from ..modeling_ast_frames import ASTForAudioFrameClassification
 from ..onnx_inference import INT8_FILE_NAME
@@ -54,8 +53,8 @@ class TagOptions:
 
     `events`: sound events from a frame-level checkpoint instead (`pipeline("sound-event-detection")`, windows of
     `chunk_length_s`, default the model's length), cut by `threshold`, `low` and `median_window` (one value or one
-    per label, `events.EventOptions`; None: its default); `top_k` and `batch_size` do not apply and are refused
-    there. For clip labels, None means top_k 5 and batch_size 8."""
+    per label, `events.EventOptions`; None: the model's, `events.model_event_options`); `top_k` and `batch_size` do
+    not apply and are refused there. For clip labels, None means top_k 5 and batch_size 8."""
 
     top_k: int | None = None
     chunk_length_s: float | None = None
@@ -89,17 +88,22 @@ class TagOptions:
         """Whether each recording is one forward pass (clip labels), so that recordings can be batched."""
         return not self.events and self.chunk_length_s is None
 
-    def event_options(self) -> EventOptions:
-        """The event settings given, the others at `EventOptions`' defaults."""
+    def given_event_settings(self) -> dict[str, Any]:
+        """The event settings given (threshold, low, median_window); the others are the model's."""
         given = {"threshold": self.threshold, "low": self.low, "median_window": self.median_window}
-        return EventOptions(**{name: value for name, value in given.items() if value is not None})
+        return {name: value for name, value in given.items() if value is not None}
+
+    def event_options(self, config: Any) -> EventOptions:
+        """The event settings for a model with `config`: those given, the others the model's
+        (`events.model_event_options`)."""
+        return model_event_options(config, self.given_event_settings())
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         if self.events:
             windows = {"chunk_length_s": self.chunk_length_s, "stride_length_s": self.stride_length_s,
                        "window_batch_size": self.window_batch_size}
             given = {name: value for name, value in windows.items() if value is not None}
-            return {"num_workers": self.num_workers, **given, **dataclasses.asdict(self.event_options())}
+            return {"num_workers": self.num_workers, **given, **self.given_event_settings()}
         if self.chunk_length_s is None:
             return {"top_k": self.top_k, "batch_size": self.batch_size, "num_workers": self.num_workers}
         long_mode = {
@@ -346,7 +350,7 @@ def _check_event_settings(detector: Any, options: TagOptions) -> None:
     """ValueError before anything is tagged when the event settings do not fit the model's labels (one value or one
     per label); the pipeline would raise it for every recording, each becoming an error row."""
     config = detector.model.config
-    class_settings(options.event_options(), [config.id2label[index] for index in range(config.num_labels)])
+    class_settings(options.event_options(config), [config.id2label[index] for index in range(config.num_labels)])
 
 
 def _draw_timelines(records: list[dict[str, Any]], output: Path, paths: dict[str, str | None]) -> None:

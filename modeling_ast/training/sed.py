@@ -104,10 +104,21 @@ class SEDArguments:
     audio_dir: str | None = field(default=None, metadata={"help": "Folder of the training clips the labels name."})
     eval_strong_labels: str | None = field(default=None, metadata={"help": "Strong labels of the evaluation clips."})
     eval_audio_dir: str | None = field(default=None, metadata={"help": "Folder of the evaluation clips."})
+    validation_strong_labels: str | None = field(
+        default=None,
+        metadata={"help": "Strong labels of validation clips: after training, the event threshold and median window "
+                          "with the best event F1 on them become the model's defaults (config.event_options)."},
+    )
+    validation_audio_dir: str | None = field(default=None, metadata={"help": "Folder of the validation clips."})
 
     def __post_init__(self) -> None:
         if self.is_sed and not (self.audio_dir and self.eval_strong_labels and self.eval_audio_dir):
             raise ValueError("sound event detection needs --audio_dir, --eval_strong_labels and --eval_audio_dir")
+        if bool(self.validation_strong_labels) != bool(self.validation_audio_dir):
+            raise ValueError("give --validation_strong_labels and --validation_audio_dir together")
+        if self.validation_strong_labels and not self.is_sed:
+            raise ValueError("--validation_strong_labels choose event settings: they need --strong_labels or "
+                             "--weak_labels (sound event detection)")
 
     @property
     def is_sed(self) -> bool:
@@ -124,18 +135,27 @@ def sed_task(args: SEDArguments, on_bad_file: OnBadFile = "error") -> TaskData:
     weak = train_rows.weak(read_weak_rows(args.weak_labels)) if args.weak_labels else {}
     train = sed_examples(args.audio_dir, strong, weak)
     training_labels = frozenset(label for example in train for label in example["labels"])
-    eval_rows = LabelRowCheck(Path(args.eval_audio_dir), on_bad_file, training_labels)
-    eval_events = eval_rows.strong(read_strong_label_rows(args.eval_strong_labels))
-    evaluation = sed_examples(args.eval_audio_dir, eval_events, {})
+    checks = {"train": train_rows}
+
+    def strong_split(split: str, labels: str | None, audio_dir: str | None) -> list[Example]:
+        if not labels:
+            return []
+        checks[split] = LabelRowCheck(Path(audio_dir), on_bad_file, training_labels)
+        return sed_examples(audio_dir, checks[split].strong(read_strong_label_rows(labels)), {})
+
+    evaluation = strong_split("eval", args.eval_strong_labels, args.eval_audio_dir)
+    validation = strong_split("validation", args.validation_strong_labels, args.validation_audio_dir)
+    if args.validation_strong_labels and not validation:
+        raise ValueError(f"{args.validation_strong_labels} lists no validation clip")
     files = " + ".join(str(name) for name in (args.strong_labels, args.weak_labels) if name)
     source = f"events {files} / {args.eval_strong_labels}"
     task = task_from_examples(train, evaluation, source, True, on_bad_file == "error")
-    skipped = {"train": train_rows.skipped, "eval": eval_rows.skipped}
+    skipped = {split: check.skipped for split, check in checks.items()}
     for split, messages in skipped.items():
         if messages:
             more = f"; and {len(messages) - 5} more" if len(messages) > 5 else ""
             logger.warning(f"{split} labels: skipped {len(messages)} bad row(s): {'; '.join(messages[:5])}{more}")
-    return replace(task, dataset_class=SEDDataset, skipped_rows=skipped)
+    return replace(task, dataset_class=SEDDataset, skipped_rows=skipped, validation=validation)
 
 
 @dataclass

@@ -45,6 +45,8 @@ class TaskData:
     # Label rows left out under on_bad_file "skip" (sound event detection's label files): split -> why, each message
     # naming the row's file and line.
     skipped_rows: dict[str, list[str]] = field(default_factory=dict)
+    # Clips that choose how frame scores become events after training (sound event detection's validation labels).
+    validation: Sequence[Example] = ()
 
     @property
     def streaming(self) -> bool:
