@@ -11,7 +11,7 @@ int8 and 2.5-2.7x with PyTorch's dynamic int8 Linear layers (same run, 1 and 2 t
 The graph takes only `input_values`. Checkpoints trained with attention masks give the model a (B, T) frame mask for
 padded batches; a masked clip's logits are those of the clip alone (see `masking_ast`), so a padded batch is run as
 groups of clips of equal real length, each cropped to that length. Inputs are checked by the PyTorch model's own
-check (`modeling_ast.check_inputs`), so both refuse the same inputs with the same messages.
+check (`input_checks.check_inputs`), so both refuse the same inputs with the same messages.
 
 Loading checks what the file records about its source (`conversion.fingerprint`): its labels and config must be the
 config's, and with `from_pretrained` its weights those of the checkpoint directory. A file that belongs to another
@@ -33,7 +33,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from .configuration_ast import ASTConfig
 from .conversion.fingerprint import CONFIG_KEY, WEIGHTS_KEY, config_differences, saved_weights_sha256
 from .masking_ast import length_groups, real_frames
-from .modeling_ast import check_inputs
+from .input_checks import check_inputs
 
 __all__ = ["INT8_FILE_NAME", "ASTOnnxForAudioClassification"]
 

@@ -38,7 +38,8 @@ REMOTE_REPO = "org/tiny-ast-remote-code"
 SAMPLING_RATE = 16000
 PACKAGE_ROOT = Path(modeling_ast.__file__).resolve().parents[1]  # the checkout this process imports the package from
 CODE_FILES = {
-    "modeling_ast.py", "masking_ast.py", "configuration_ast.py", "feature_extraction_ast.py", "fbank.py", "audio_utils.py"
+    "modeling_ast.py", "masking_ast.py", "configuration_ast.py", "feature_extraction_ast.py", "fbank.py", "audio_utils.py",
+    "input_checks.py",
 }
 SUBPROCESS_TIMEOUT_S = 120
 

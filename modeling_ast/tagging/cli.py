@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     long_audio.add_argument("--aggregation", choices=("max", "mean"), default=None, help="clip score from windows")
     long_audio.add_argument("--threshold", type=float, nargs="+", default=None,
                             help="window labels: those scoring above this; with --events where an event starts, one "
-                                 "value or one per label in label order (default 0.5)")
+                                 "value or one per label in label order (default: the model's config.event_options, "
+                                 "else 0.5)")
     long_audio.add_argument("--window_batch_size", type=int, default=None, help="windows per forward pass")
     long_audio.add_argument("--plot", action="store_true",
                             help="timeline PNG per long recording (with --events per recording), OUTPUT.timelines/")
@@ -81,10 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--events", action="store_true",
                         help="one row per sound event of a frame-level checkpoint (pipeline sound-event-detection)")
     events.add_argument("--low", type=float, nargs="+", default=None,
-                        help="where an event ends (hysteresis), one value or one per label (default: --threshold)")
+                        help="where an event ends (hysteresis), one value or one per label (default: the model's, "
+                             "else --threshold)")
     events.add_argument("--median_window", type=int, nargs="+", default=None,
                         help="median filter of each label's scores, odd numbers of columns, one or one per label "
-                             "(default 1: none)")
+                             "(default: the model's, else 1: none)")
     columns = parser.add_argument_group("manifest and dataset columns")
     columns.add_argument("--path_column", default="path", help="manifest column with the file paths (default path)")
     columns.add_argument("--audio_column", default="audio", help="dataset column with the audio (default audio)")
