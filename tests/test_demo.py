@@ -102,3 +102,53 @@ def test_the_live_tab_step_gives_the_offline_windows(fsdd_dir, model_dir, tmp_pa
         assert [item["label"] for item in window["labels"]] == [item["label"] for item in expected]
         np.testing.assert_allclose([item["score"] for item in window["labels"]], [item["score"] for item in expected],
                                    atol=1e-5, rtol=0)
+
+
+def test_a_frame_model_gets_the_detectors_events_a_timeline_and_live_events(tmp_path, tmp_path_factory):
+    """A frame-level checkpoint (test_sed's energy detector, with its own event settings in config.json) gets the
+    events tab: its /detect rows are the pipeline's events (rounded to ms) and a timeline; the live step, at the hop
+    the page uses, reports the offline detector's events over the same windows."""
+    from test_sed import energy_detector
+    from modeling_ast import ASTForAudioFrameClassification
+
+    energy_detector(tmp_path / "sed")
+    model = ASTForAudioFrameClassification.from_pretrained(tmp_path / "sed")
+    model.config.event_options = {"threshold": 0.6, "median_window": 3}
+    model.save_pretrained(tmp_path / "sed")
+    rng = np.random.default_rng(0)
+    audio = np.zeros(4 * 16000, dtype=np.float32)
+    for start, end in ((0.5, 1.1), (2.0, 3.2)):
+        audio[int(start * 16000) : int(end * 16000)] = rng.normal(0, 0.3, int((end - start) * 16000))
+    path = tmp_path / "bursts.wav"
+    soundfile.write(path, audio, 16000)
+    detector = pipeline("sound-event-detection", model=str(tmp_path / "sed"), device="cpu")
+    expected = detector(str(path))
+    assert len(expected) == 2
+
+    demo = import_example("demo_app").build_demo(str(tmp_path / "sed"), device="cpu")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False,
+                        download_files=str(tmp_path_factory.mktemp("downloads")))
+        table, timeline = client.predict(handle_file(str(path)), api_name="/detect")
+    finally:
+        demo.close()
+    assert [row[0] for row in table["data"]] == [event["label"] for event in expected]
+    np.testing.assert_allclose([row[1:] for row in table["data"]],
+                               [[event["start"], event["end"], event["score"]] for event in expected], atol=5e-4)
+    assert Path(timeline).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    hop_s = import_example("demo_app").live_hop_s(detector, 1.28)
+    assert hop_s == pytest.approx(0.6)  # half the window, in whole 0.1 s columns
+    step = import_example("demo_app").make_live_step(detector, window_s=1.28, hop_s=hop_s, top_k=3)
+    state, events = None, []
+    for start in range(0, len(audio), 8000):
+        state, new = step(state, (16000, (audio[start : start + 8000] * 32767).astype(np.int16)))
+        events += new
+    state, new = step(state, None)
+    offline = detector(str(path), chunk_length_s=1.28, stride_length_s=0.68)
+    assert [(e["label"], e["start"], e["end"]) for e in events + new] == [
+        (e["label"], pytest.approx(e["start"]), pytest.approx(e["end"])) for e in offline]
