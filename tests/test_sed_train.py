@@ -285,6 +285,30 @@ def test_on_bad_file_skip_leaves_the_bad_row_out_and_counts_it(tmp_path, bad_fil
     assert {example["name"]: example["events"] for example in task.eval} == {"e.wav": [(0.1, 0.3, "dog")]}
 
 
+def test_validation_labels_are_checked_as_evaluation_labels_are(tmp_path):
+    label_task(tmp_path, "none", "")  # the clips and label files; e.wav (eval/) is the validation clip too
+    validation = tmp_path / "validation.tsv"
+
+    def task(rows: str, on_bad_file: str = "error"):
+        validation.write_text(STRONG_HEADER + rows)
+        args = SEDArguments(str(tmp_path / "strong.tsv"), None, str(tmp_path / "train"), str(tmp_path / "eval.tsv"),
+                            str(tmp_path / "eval"), str(validation), str(tmp_path / "eval"))  # fmt: skip
+        return sed_task(args, on_bad_file)
+
+    rows = "e.wav\t0.1\t0.3\tdog\ne.wav\t0.4\t0.6\tcat\n"
+    with pytest.raises(ValueError, match=r"validation.tsv, line 3: label 'cat' is not a training label"):
+        task(rows)
+    skipped = task(rows, "skip")
+    assert [(example["name"], example["events"]) for example in skipped.validation] == [("e.wav", [(0.1, 0.3, "dog")])]
+    assert len(skipped.skipped_rows["validation"]) == 1
+    with pytest.raises(ValueError, match="validation.tsv lists no validation clip"):
+        task("")
+    with pytest.raises(ValueError, match="give --validation_strong_labels and --validation_audio_dir together"):
+        SEDArguments("s.tsv", None, "a", "e.tsv", "e", validation_strong_labels="v.tsv")
+    with pytest.raises(ValueError, match="need --strong_labels or --weak_labels"):
+        SEDArguments(validation_strong_labels="v.tsv", validation_audio_dir="v")
+
+
 # ---- the training script, end to end ----
 
 
