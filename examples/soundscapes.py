@@ -20,12 +20,13 @@ digits at all: a clip classifier on 1.28 s crops of such digits stayed at chance
 with the fixed level (the same steps and model).
 
 Split by speaker: the recordings of `eval_speakers` (default theo and yweweler) make the evaluation soundscapes and
-never appear in training. Validation soundscapes (`--num_validation`, for choosing the event threshold after
-training, as DESED's synthetic validation set) mix the training recordings anew: new onsets, levels and
-backgrounds, no held-out voice, so the evaluation stays unseen. Or, with `--eval_takes`, split by take: takes 0-4 of every speaker (FSDD's test split) make
+never appear in training. Or, with `--eval_takes`, split by take: takes 0-4 of every speaker (FSDD's test split) make
 the evaluation soundscapes, takes 5-49 the training ones, so evaluation hears new recordings of known speakers (this
-is the split of the FSDD clip recipe, `recipes/fsdd.json`). Soundscape i of a split depends only on (seed, split,
-i), so the same seed writes byte-identical files, and more soundscapes extend a set without changing the first ones.
+is the split of the FSDD clip recipe, `recipes/fsdd.json`). Validation soundscapes (`--num_validation`, for choosing
+the event threshold after training, as DESED's synthetic validation set) mix the training recordings anew: new
+onsets, levels and backgrounds, no held-out voice, so the evaluation stays unseen. Soundscape i of a split depends
+only on (seed, split, i), so the same seed writes byte-identical files, and more soundscapes extend a set without
+changing the first ones.
 Output layout:
 
     OUT/SPLIT/audio/SPLIT_NNNNN.wav   16-bit PCM; SPLIT is train, eval or validation
@@ -35,8 +36,8 @@ Output layout:
     OUT/SPLIT/durations.tsv    filename duration
 
 Usage: `python examples/soundscapes.py --fsdd_dir ../shared/data/fsdd/recordings --output_dir OUT --num_train 2000
---num_eval 500 [--num_validation 200] [--seed 0] [--eval_speakers theo yweweler | --eval_takes]`. A split's folder is replaced as a whole
-(atomically).
+--num_eval 500 [--num_validation 200] [--seed 0] [--eval_speakers theo yweweler | --eval_takes]`. A split's folder
+is replaced as a whole (atomically).
 """
 
 from __future__ import annotations
